@@ -1,0 +1,21 @@
+# Two entry points (see README): `make demo` and `make test`. Each sets up .venv idempotently.
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	# torch first, pinned, so that a multi-GB CUDA build is never pulled
+	$(VENV)/bin/pip install -q torch==2.13.0
+	$(VENV)/bin/pip install -q -e ".[dev,minilm]"
+	touch $(STAMP)
+
+.PHONY: setup demo test
+setup: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/realm demo $(ARGS)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -n 2 $(ARGS)

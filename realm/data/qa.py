@@ -1,0 +1,99 @@
+"""Question answering data (NQ-open JSONL) and the SQuAD/ORQA answer normalisation.
+
+A QA file has one JSON object per line: ``{"question": str, "answer": [str, ...]}``; ``answers``
+is accepted for ``answer``, and a single string for a one-element list.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import string
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from realm.data.errors import InputError, SkipReport, handle
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCT = set(string.punctuation)
+
+
+@dataclass(frozen=True)
+class QAExample:
+    question: str
+    answers: tuple[str, ...]
+    source: str = ""
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower-case, remove punctuation, remove articles (a, an, the), collapse whitespace.
+
+    The normalisation of the SQuAD v1.1 evaluation script, used by ORQA and REALM.
+    """
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in _PUNCT)
+    text = _ARTICLES.sub(" ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, answers: list[str] | tuple[str, ...]) -> bool:
+    """True if the normalised prediction equals any normalised gold answer."""
+    pred = normalize_answer(prediction)
+    return any(pred == normalize_answer(a) for a in answers)
+
+
+def has_answer(text: str, answers: list[str] | tuple[str, ...]) -> bool:
+    """True if any normalised answer occurs in the normalised text as a whole-token sequence."""
+    tokens = normalize_answer(text).split()
+    for a in answers:
+        ans = normalize_answer(a).split()
+        if not ans:
+            continue
+        n = len(ans)
+        if any(tokens[i:i + n] == ans for i in range(len(tokens) - n + 1)):
+            return True
+    return False
+
+
+def read_qa(path: str | Path, skip: SkipReport | None = None) -> list[QAExample]:
+    """Read an NQ-open JSONL file; bad lines raise :class:`InputError` (or are counted in ``skip``)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, None, "no such file")
+    out: list[QAExample] = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise InputError(path, lineno, f"not valid UTF-8: byte {e.start}") from None
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise InputError(path, lineno, f"malformed JSON: {e.msg} (column {e.colno})") from None
+                if not isinstance(obj, dict):
+                    raise InputError(path, lineno, "malformed record: expected a JSON object")
+                q = obj.get("question")
+                if q is None:
+                    raise InputError(path, lineno, "missing field 'question'")
+                if not isinstance(q, str) or not q.strip():
+                    raise InputError(path, lineno, "empty question")
+                answers = obj.get("answer", obj.get("answers"))
+                if answers is None:
+                    raise InputError(path, lineno, "missing field 'answer' (or 'answers')")
+                if isinstance(answers, str):
+                    answers = [answers]
+                if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                    raise InputError(path, lineno, "bad answer: expected a string or a list of strings")
+                answers = [a for a in answers if a.strip()]
+                if not answers:
+                    raise InputError(path, lineno, "empty answer list")
+                extra = {k: v for k, v in obj.items() if k not in ("question", "answer", "answers")}
+                out.append(QAExample(q.strip(), tuple(answers), f"{path}:{lineno}", extra))
+            except InputError as e:
+                handle(e, skip)
+    return out

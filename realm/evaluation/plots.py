@@ -1,0 +1,64 @@
+"""Plots a person would rather look at than read: training curves and result bars (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from realm.training.logger import read_metrics  # noqa: E402
+
+
+def _smooth(values: list[float], window: int) -> list[float]:
+    out, acc = [], []
+    for v in values:
+        acc.append(v)
+        if len(acc) > window:
+            acc.pop(0)
+        out.append(sum(acc) / len(acc))
+    return out
+
+
+def plot_metrics(metrics_path: str | Path, keys: list[str], out: str | Path, title: str = "") -> Path:
+    """One panel per metric key against the step (raw and a moving average)."""
+    rows = read_metrics(metrics_path)
+    keys = [k for k in keys if any(k in r for r in rows)]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        pts = [(r["step"], r[key]) for r in rows if key in r and r[key] is not None]
+        steps, vals = [p[0] for p in pts], [p[1] for p in pts]
+        ax.plot(steps, vals, alpha=0.3, lw=1)
+        ax.plot(steps, _smooth(vals, max(1, len(vals) // 20)), lw=2)
+        ax.set_title(key)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)
+
+
+def plot_bars(labels: list[str], series: dict[str, list[float]], out: str | Path, title: str = "", ylabel: str = "") -> Path:
+    """Grouped bar chart: one group per label, one bar per series (values in %)."""
+    fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(labels), 3.6))
+    width = 0.8 / max(1, len(series))
+    for i, (name, vals) in enumerate(series.items()):
+        xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
+        bars = ax.bar(xs, vals, width, label=name)
+        ax.bar_label(bars, fmt="%.1f", fontsize=8)
+    ax.set_xticks(range(len(labels)), labels, rotation=15)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return Path(out)

@@ -1,0 +1,220 @@
+"""Open-domain QA fine-tuning (ORQA's recipe, reused by REALM §3.5 / §4).
+
+For a batch of questions: retrieve the top-k blocks from a FIXED index (the document encoder and the
+block embeddings never change), recompute the retrieval logits ``f(x, z) = Embed_query(x) . e_z`` with
+gradient into the query encoder, read every ``[CLS] x [SEP] body [SEP]`` with the span reader, and
+minimise :func:`realm.training.losses.reader_loss` (reader marginal likelihood over the correct
+(block, span) pairs + retriever marginal likelihood over the answer-bearing blocks).
+
+Correct span rule: a candidate span is correct iff its token ids equal the token ids of an answer
+(``tokenizer.encode(answer)``; the corpus tokenizer lower-cases, so matching is case-insensitive) and
+the token right after it inside the body is not a word continuation (``##`` piece), so "Varn" never
+matches the start of "Varnholt". ``block_has_answer`` uses :func:`realm.data.qa.has_answer` on the
+block text (normalised whole-word match), as recall@k does.
+
+``retrieval="bm25"`` (the ``bm25_reader`` baseline) takes the blocks from a BM25 index; the BM25
+scores are the retrieval logits (constants) and only the reader trains.
+
+Recipe: ``setup`` (untie/freeze, optimiser, resume) -> ``train`` -> save ``RUN/reader/``, ``RUN/retriever/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realm.config import RunConfig, save_config
+from realm.data.blocks import BlockStore
+from realm.data.qa import QAExample, has_answer
+from realm.index.exact import ExactIndex
+from realm.models.inputs import Specials, query_inputs
+from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_index
+from realm.models.retriever import Retriever
+from realm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from realm.training.logger import MetricLogger
+from realm.training.losses import reader_loss
+from realm.training.optim import lr_at, make_optimizer, set_lr, unique_parameters
+
+log = logging.getLogger(__name__)
+
+RETRIEVAL_MODES = ("dense", "bm25")
+
+
+def continuation_ids(tokenizer) -> np.ndarray:
+    """Sorted ids of word-continuation wordpieces (``##x``)."""
+    return np.array(sorted(i for t, i in tokenizer.hf.get_vocab().items() if t.startswith("##")), dtype=np.int64)
+
+
+def correct_spans(bodies: list[np.ndarray], body_start: torch.Tensor, seq_len: int, num_spans: int,
+                  answers: list[list[list[int]]], max_width: int, continuation: np.ndarray) -> torch.Tensor:
+    """[N, S] bool: candidate spans whose tokens equal a tokenised answer (see the module docstring).
+
+    ``answers[n]`` holds the answer token-id lists of row ``n``'s question.
+    """
+    out = np.zeros((len(bodies), num_spans), dtype=bool)
+    for n, (body, ans_list) in enumerate(zip(bodies, answers)):
+        body = np.asarray(body, dtype=np.int64)
+        cont_next = np.append(np.isin(body[1:], continuation), False)  # token i+1 continues token i's word
+        for ans in ans_list:
+            w = len(ans)
+            if w == 0 or w > max_width or w > len(body):
+                continue
+            windows = np.lib.stride_tricks.sliding_window_view(body, w)
+            for i in np.flatnonzero((windows == np.asarray(ans)).all(axis=1)):
+                if not cont_next[i + w - 1]:
+                    out[n, span_index(seq_len, int(body_start[n]) + int(i), w)] = True
+    return torch.from_numpy(out)
+
+
+class BlockRetrieval:
+    """Top-k blocks + retrieval logits for a batch: dense over frozen embeddings, or BM25."""
+
+    def __init__(self, mode: str, store: BlockStore, k: int, embeddings=None, retriever: Retriever | None = None,
+                 bm25=None, device: torch.device | str = "cpu"):
+        if mode not in RETRIEVAL_MODES:
+            raise ValueError(f"retrieval must be one of {RETRIEVAL_MODES}, got {mode!r}")
+        self.mode, self.store, self.device = mode, store, torch.device(device)
+        self.k = min(k, len(store))
+        if mode == "dense":
+            if retriever is None or embeddings is None:
+                raise ValueError("dense retrieval needs a retriever and the block embeddings")
+            emb = np.asarray(embeddings)
+            if emb.dtype == np.uint16:
+                raise ValueError("embeddings hold bf16 bits: convert with realm.index.store.to_float32 first")
+            self.emb = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)).to(self.device)
+            self.index = ExactIndex(self.emb)
+            self.retriever = retriever
+        else:
+            if bm25 is None:
+                raise ValueError("retrieval='bm25' needs a BM25Index")
+            self.bm25 = bm25
+
+    def __call__(self, questions: list[str], question_ids: list[list[int]]) -> tuple[np.ndarray, torch.Tensor]:
+        """(block ids [B, K] (-1 = none), retrieval logits [B, K], with grad into the query encoder)."""
+        if self.mode == "bm25":
+            scores, ids = self.bm25.search(questions, self.k)
+            scores = np.where(ids >= 0, scores, INVALID_SPAN_SCORE).astype(np.float32)
+            return ids, torch.from_numpy(scores).to(self.device)
+        sp = Specials.of(self.store.tokenizer)
+        q_in = {k: v.to(self.device) for k, v in query_inputs(question_ids, sp, self.retriever.query_len).items()}
+        q = self.retriever.embed_queries(q_in)  # no graph is built when the query encoder is frozen
+        _, ids = self.index.search(q.detach(), self.k)
+        block_emb = self.emb[torch.from_numpy(ids).to(self.device)]  # constants: the index is frozen
+        return ids, torch.einsum("bd,bkd->bk", q.float(), block_emb)
+
+
+def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Retriever | None, reader: SpanReader,
+             train: list[QAExample], run_dir: str | Path, dev: list[QAExample] | None = None, progress: bool = True,
+             retrieval: str = "dense", bm25=None, checkpoint_every: int | None = None) -> dict:
+    """Fine-tune (or resume) ``reader`` (+ the query encoder) on ``train``; returns a summary dict."""
+    ft = cfg.finetune
+    if not train:
+        raise ValueError("no training questions")
+    # ---- setup
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tok = store.tokenizer
+    sp = Specials.of(tok)
+    reader.max_query_len = cfg.retriever.query_len
+    reader.to(device).train()
+    modules: dict[str, torch.nn.Module] = {"reader": reader}
+    train_query = retrieval == "dense" and ft.train_query_encoder
+    if retrieval == "dense":
+        if retriever.shared:
+            retriever.untie()  # the document side stays as it was when the index was built
+        retriever.to(device)
+        retriever.doc.requires_grad_(False).eval()
+        retriever.query.requires_grad_(train_query).train(train_query)
+        if train_query:
+            modules["query_encoder"] = retriever.query
+    params = unique_parameters(*modules.values())
+    opt = make_optimizer(params, ft.lr)
+    start = 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, modules, opt)["step"]
+        log.info("resumed fine-tuning from %s (step %d)", ckpt, start)
+    blocks = BlockRetrieval(retrieval, store, cfg.reader.top_k, index_embeddings, retriever, bm25, device)
+    answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
+    continuation = continuation_ids(tok)
+    text_cache: dict[int, str] = {}
+    checkpoint_every = checkpoint_every or getattr(ft, "checkpoint_every", None)
+    logger = MetricLogger(run_dir / "metrics.jsonl", ft.steps, f"finetune ({retrieval})", start, progress,
+                          bar_keys=("loss/total", "train/recall", "perf/tokens_per_s"))
+    totals = {"questions": 0, "no_correct_span": 0, "no_answer_block": 0}
+    last: dict = {}
+    # ---- train
+    for step in range(start, ft.steps):
+        t0 = time.time()
+        lr = lr_at(step, ft.lr, ft.warmup, ft.steps)
+        set_lr(opt, lr)
+        rng = step_generator(cfg.seed, step)
+        batch = rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False)
+        questions = [train[i].question for i in batch]
+        q_ids = [e.ids for e in tok.encode_batch(questions)]
+        ids, ret_logits = blocks(questions, q_ids)
+        bsz, k = ids.shape
+        inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp)
+        inputs = {n: v.to(device) for n, v in inputs.items()}
+        out = reader(inputs, body_start, body_end)
+        seq_len, num_spans = inputs["input_ids"].shape[1], out.starts.numel()
+        row_answers = [answer_ids[i] for i in batch for _ in range(k)]
+        correct = correct_spans(bodies, body_start, seq_len, num_spans, row_answers, reader.max_span_width, continuation)
+        has_ans = torch.tensor([[b >= 0 and has_answer(_text(store, int(b), text_cache), train[i].answers)
+                                 for b in ids[r]] for r, i in enumerate(batch)], device=device)
+        loss, stats = reader_loss(out.span_logits.view(bsz, k, -1), out.valid.view(bsz, k, -1),
+                                  correct.to(device).view(bsz, k, -1), ret_logits, has_ans)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        dt = time.time() - t0
+        tokens = int(inputs["attention_mask"].sum()) + sum(len(q) + 2 for q in q_ids)
+        no_span, no_block = int(stats["num_no_correct_span"]), int(stats["num_no_answer_block"])
+        totals["questions"] += bsz
+        totals["no_correct_span"] += no_span
+        totals["no_answer_block"] += no_block
+        last = {"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
+                "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
+                "train/recall": 1.0 - no_block / bsz, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
+        logger.log(step + 1, last)
+        logger.advance()
+        if (step + 1) % max(1, ft.log_every) == 0:
+            log.info("finetune step %d: loss %.4f (reader %.4f, retriever %.4f)", step + 1, last["loss/total"],
+                     last["loss/reader"], last["loss/retriever"])
+        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < ft.steps:
+            save_checkpoint(run_dir, step + 1, modules, opt)
+    logger.close()
+    # ---- save
+    if ft.steps > start:
+        save_checkpoint(run_dir, ft.steps, modules, opt)
+    reader.eval()
+    reader.save(run_dir / "reader")
+    if retrieval == "dense":
+        retriever.eval()
+        retriever.save(run_dir / "retriever")
+    seen = max(1, totals["questions"])
+    summary = {"run_dir": str(run_dir), "retrieval": retrieval, "steps": ft.steps, "start_step": start, **last,
+               "questions_seen": totals["questions"], "questions_without_correct_span": totals["no_correct_span"],
+               "no_correct_span_frac": totals["no_correct_span"] / seen,
+               "no_answer_block_frac": totals["no_answer_block"] / seen}
+    if dev:
+        from realm.evaluation.qa import evaluate_qa
+
+        source = retriever if retrieval == "dense" else bm25
+        summary["dev"] = evaluate_qa(source, reader, store, index_embeddings, dev, k=cfg.reader.top_k,
+                                     device=device, predictions_path=run_dir / "dev_predictions.jsonl")
+    return summary
+
+
+def _text(store: BlockStore, block: int, cache: dict[int, str]) -> str:
+    if block not in cache:
+        cache[block] = store.block_text(block)
+    return cache[block]

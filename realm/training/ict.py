@@ -1,0 +1,110 @@
+"""ICT warm start of the retriever (Inverse Cloze Task; Lee et al. 2019, used by REALM).
+
+A random sentence of a block is the query; the block, with that sentence removed with probability
+``remove_prob`` (0.9), is its positive; the other blocks of the batch are its negatives.
+
+Recipe: ``setup`` (corpus, model, optimiser, resume) -> ``train`` -> save ``RUN/retriever/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from realm.config import RunConfig, save_config
+from realm.data.blocks import BlockStore
+from realm.models.bert import bert_flops_per_token
+from realm.models.inputs import Specials, block_inputs, query_inputs
+from realm.models.retriever import Retriever
+from realm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from realm.training.logger import MetricLogger
+from realm.training.losses import ict_accuracy, ict_loss
+from realm.training.optim import lr_at, make_optimizer, set_lr
+
+log = logging.getLogger(__name__)
+
+
+class ICTSampler:
+    """Draws ICT (query sentence, block) pairs from the blocks that hold at least two sentences."""
+
+    def __init__(self, store: BlockStore, query_len: int, remove_prob: float):
+        self.store, self.query_len, self.remove_prob = store, query_len, remove_prob
+        sents = np.asarray(store.sentences)
+        self.bounds = np.searchsorted(sents[:, 0], np.arange(len(store) + 1))  # rows of block b: bounds[b]:bounds[b+1]
+        counts = np.diff(self.bounds)
+        self.eligible = np.flatnonzero(counts >= 2)
+        if len(self.eligible) < 2:
+            raise ValueError(f"{store.folder}: ICT needs blocks with at least two sentences; found {len(self.eligible)}")
+        self.sents = sents
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> tuple[list, list, list, np.ndarray]:
+        """Returns (queries, titles, bodies, block ids) as token-id lists."""
+        n = min(batch_size, len(self.eligible))
+        blocks = rng.choice(self.eligible, size=n, replace=False)
+        queries, titles, bodies = [], [], []
+        for b in blocks:
+            body = self.store.body_ids(int(b))
+            lo, hi = self.bounds[b], self.bounds[b + 1]
+            _, s, e = self.sents[rng.integers(lo, hi)]
+            queries.append(body[s:e].tolist())
+            if rng.random() < self.remove_prob:
+                body = np.concatenate([body[:s], body[e:]])
+            titles.append(self.store.title_ids(int(b)).tolist())
+            bodies.append(body.tolist())
+        return queries, titles, bodies, blocks
+
+
+def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: bool = True,
+              retriever: Retriever | None = None) -> Retriever:
+    """Train (or resume) ICT in ``run_dir``; returns the trained retriever (also saved there)."""
+    # ---- setup
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tok = store.tokenizer
+    sp = Specials.of(tok)
+    if retriever is None:
+        retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
+    retriever.to(device).train()
+    opt = make_optimizer(retriever.parameters(), cfg.ict.lr)
+    start = 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        start = load_checkpoint(ckpt, {"retriever": retriever}, opt)["step"]
+        log.info("resumed ICT from %s (step %d)", ckpt, start)
+    sampler = ICTSampler(store, cfg.retriever.query_len, cfg.ict.remove_prob)
+    flops_tok = 3 * bert_flops_per_token(retriever.query.bert.config, 64)
+    logger = MetricLogger(run_dir / "metrics.jsonl", cfg.ict.steps, "ICT", start, progress,
+                          bar_keys=("loss/ict", "acc/ict", "perf/tokens_per_s"))
+    # ---- train
+    for step in range(start, cfg.ict.steps):
+        t0 = time.time()
+        lr = lr_at(step, cfg.ict.lr, cfg.ict.warmup, cfg.ict.steps)
+        set_lr(opt, lr)
+        queries, titles, bodies, _ = sampler.sample(step_generator(cfg.seed, step), cfg.ict.batch_size)
+        q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
+        d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
+        q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
+        loss = ict_loss(q, d)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(retriever.parameters(), 1.0)
+        opt.step()
+        dt = time.time() - t0
+        tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum())
+        logger.log(step + 1, {"loss/ict": loss.item(), "acc/ict": ict_accuracy(q, d).item(), "lr": lr,
+                              "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
+                              "perf/tflops": flops_tok * tokens / dt / 1e12})
+        logger.advance()
+    logger.close()
+    # ---- save
+    if cfg.ict.steps > start:
+        save_checkpoint(run_dir, cfg.ict.steps, {"retriever": retriever}, opt)
+    retriever.save(run_dir / "retriever")
+    return retriever

@@ -1,0 +1,197 @@
+"""REALM pretraining (Guu et al. 2020): salient-span masked LM with a learned, refreshed retriever.
+
+Per step, for a batch of masked sentences x:
+  1. embed x with the query encoder, search the current index for the top k-1 blocks
+     (the sentence's own block excluded), add the null block;
+  2. re-embed those k blocks with the current document encoder, so that the relevance scores
+     f(x, z) and the gradients of log p(z|x) reach both encoders;
+  3. read ``[CLS] x [SEP] z_body [SEP]`` with the knowledge-augmented encoder;
+  4. loss = -mean_j log sum_z p(z|x) p(y_j|z, x)  (``losses.marginal_mlm_loss``).
+Every ``refresh_every`` steps the document encoder is exported and the index re-embedded, either by
+a separate builder process (async) or in-line (sync); the trainer swaps versions between steps.
+
+Recipe: setup -> train -> save (``RUN/retriever``, ``RUN/encoder``, ``RUN/index``, metrics, plot).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from realm.config import RunConfig, save_config
+from realm.data.blocks import BlockStore
+from realm.index.build import build_index
+from realm.models.bert import autocast, bert_flops_per_token
+from realm.models.inputs import Specials, pair_inputs, query_inputs, store_block_inputs
+from realm.models.mlm import KnowledgeAugEncoder
+from realm.models.retriever import Retriever
+from realm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from realm.training.logger import MetricLogger
+from realm.training.losses import marginal_mlm_loss, marginal_token_log_probs
+from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool
+from realm.training.optim import lr_at, make_optimizer, set_lr, unique_parameters
+from realm.training.refresh import IndexBuilderProcess, IndexFollower, export_snapshot
+
+log = logging.getLogger(__name__)
+
+
+def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: KnowledgeAugEncoder, index: IndexFollower,
+               store: BlockStore, sp: Specials, top_k: int, query_len: int, device, bf16: bool = False):
+    """One forward pass of REALM on a batch; returns (loss, stats, candidate ids [B, k-1], tokens)."""
+    B, K = len(queries), top_k
+    q_ids = [q.input_ids for q in queries]
+    q_in = {k: v.to(device) for k, v in query_inputs(q_ids, sp, query_len).items()}
+    with autocast(device, bf16):
+        q_emb = retriever.embed_queries(q_in).float()  # [B, d]
+    _, ids = index.index.search(q_emb.detach(), K - 1, exclude=[[q.block] for q in queries])  # [B, K-1]
+    flat = ids.reshape(-1).tolist()
+    d_in = {k: v.to(device) for k, v in store_block_inputs(store, flat + [-1], sp).items()}  # last row: null block
+    with autocast(device, bf16):
+        d_emb = retriever.embed_blocks(d_in).float()
+    cand = d_emb[:-1].view(B, K - 1, -1)
+    null = d_emb[-1]
+    logits = torch.cat([torch.einsum("bd,bkd->bk", q_emb, cand), (q_emb @ null).unsqueeze(1)], dim=1)  # [B, K]
+    missing = torch.from_numpy(np.concatenate([ids < 0, np.zeros((B, 1), bool)], axis=1)).to(device)
+    logits = logits.masked_fill(missing, -1e4)  # a corpus smaller than k: padded candidates get ~zero probability
+
+    bodies = []
+    for b in range(B):
+        bodies += [store.body_ids(i) if i >= 0 else () for i in ids[b]] + [()]
+    pair_in, _, _ = pair_inputs([q_ids[b] for b in range(B) for _ in range(K)], bodies, sp, query_len)
+    pair_in = {k: v.to(device) for k, v in pair_in.items()}
+    M = max(len(q.positions) for q in queries)
+    positions = torch.zeros(B, M, dtype=torch.long)
+    targets = torch.zeros(B, M, dtype=torch.long)
+    token_mask = torch.zeros(B, M, dtype=torch.bool)
+    for b, q in enumerate(queries):
+        n = len(q.positions)
+        positions[b, :n] = torch.from_numpy(q.positions + 1)  # +1 for [CLS]
+        targets[b, :n] = torch.from_numpy(q.targets)
+        token_mask[b, :n] = True
+    positions, targets, token_mask = positions.to(device), targets.to(device), token_mask.to(device)
+    with autocast(device, bf16):
+        tlp, mlm_logits = encoder.target_log_probs(pair_in, positions.repeat_interleave(K, 0), targets.repeat_interleave(K, 0))
+    tlp = tlp.view(B, K, M)
+    with torch.no_grad():
+        marginal = marginal_token_log_probs(logits.detach(), mlm_logits.detach().float().view(B, K, M, -1))
+        correct = marginal.argmax(-1) == targets
+    loss, stats = marginal_mlm_loss(logits, tlp, token_mask, null_index=K - 1, marginal_pred_correct=correct)
+    tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum() + pair_in["attention_mask"].sum())
+    return loss, stats, ids, tokens
+
+
+def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: Retriever | None = None,
+             encoder: KnowledgeAugEncoder | None = None, progress: bool = True) -> tuple[Retriever, KnowledgeAugEncoder]:
+    """Run (or resume) REALM pretraining in ``run_dir``."""
+    # ---- setup
+    pc, run_dir = cfg.pretrain, Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, run_dir / "config.yaml")
+    device = torch.device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    tok = store.tokenizer
+    sp = Specials.of(tok)
+    need = cfg.retriever.query_len + store.manifest["block_len"] + 1
+    if need > cfg.reader.encoder.max_positions:
+        raise ValueError(f"query_len + block_len + 1 = {need} exceeds reader.encoder.max_positions "
+                         f"{cfg.reader.encoder.max_positions}")
+    retriever = retriever or Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
+    encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id)
+    retriever.to(device).train()
+    encoder.to(device).train()
+    opt = make_optimizer(unique_parameters(retriever, encoder), pc.lr)
+    modules = {"retriever": retriever, "encoder": encoder}
+    start, state = 0, {}
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, modules, opt)
+        start = state["step"]
+        log.info("resumed pretraining from %s (step %d)", ckpt, start)
+    pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=cfg.retriever.query_len - 2, progress=progress)
+    (run_dir / "pool.json").write_text(__import__("json").dumps({"sentences": pool.stats.sentences,
+                                       "kept": pool.stats.kept, "skipped": pool.stats.skipped}, indent=2))
+    index_root = run_dir / "index"
+    dim = retriever.doc.dense.out_features
+    follower = IndexFollower(index_root, store.corpus_hash, dim, device)
+    ic = cfg.index
+    if state.get("index_version") is not None:
+        try:
+            follower.load(state["index_version"])
+        except FileNotFoundError:
+            follower.load()
+    else:
+        build_index(retriever.doc, store, index_root, encoder="initial", encoder_step=start, batch_size=ic.batch_size,
+                    bf16=ic.bf16, keep=ic.keep_versions, device=device, progress=progress)
+        follower.load()
+    interval = max(1, pc.refresh_every * pc.stale_factor)
+    builder = None
+    if pc.refresh_mode == "async":
+        builder = IndexBuilderProcess(run_dir, store.folder, ic.batch_size, ic.bf16, ic.keep_versions)
+    elif pc.refresh_mode != "sync":
+        raise ValueError(f"pretrain.refresh_mode must be 'async' or 'sync', got {pc.refresh_mode!r}")
+    flops_tok = 3 * bert_flops_per_token(encoder.bert.config, cfg.retriever.query_len + store.manifest["block_len"])
+    logger = MetricLogger(run_dir / "metrics.jsonl", pc.steps, "REALM", start, progress,
+                          bar_keys=("loss/mlm", "retrieval/utility", "index/version", "perf/tokens_per_s"))
+    # ---- train
+    try:
+        for step in range(start, pc.steps):
+            swapped = follower.poll() if builder is not None else False
+            if swapped:
+                tqdm.write(f"step {step}: swapped in index v{follower.version} "
+                           f"(built from step {follower.manifest.encoder_step}, {follower.staleness(step)} steps behind)")
+            t0 = time.time()
+            lr = lr_at(step, pc.lr, pc.warmup, pc.steps)
+            set_lr(opt, lr)
+            rng = step_generator(cfg.seed, step)
+            torch.manual_seed(cfg.seed * 1_000_003 + step)
+            queries = pool.sample(rng, pc.batch_size)
+            loss, stats, _, tokens = realm_step(queries, retriever, encoder, follower, store, sp, pc.top_k,
+                                                cfg.retriever.query_len, device, pc.bf16)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(unique_parameters(retriever, encoder), 1.0)
+            opt.step()
+            dt = time.time() - t0
+            done = step + 1
+            logger.log(done, {
+                "loss/mlm": loss.item(), "acc/masked": stats["masked_accuracy"].item(),
+                "retrieval/utility": stats["retrieval_utility"].item(),
+                "retrieval/entropy": stats["retrieval_entropy"].item(),
+                "index/version": follower.version, "index/staleness": follower.staleness(step),
+                "index/swapped": int(swapped), "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
+                "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12})
+            logger.advance()
+            if done % interval == 0 and done < pc.steps:
+                if builder is None:
+                    build_index(retriever.doc, store, index_root, encoder=f"step {done}", encoder_step=done,
+                                batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device,
+                                progress=False)
+                    follower.load()
+                else:
+                    if not builder.alive():
+                        raise RuntimeError(f"index builder exited; see {run_dir / 'index-builder.log'}")
+                    export_snapshot(retriever, run_dir, done)
+            if done % pc.checkpoint_every == 0 or done == pc.steps:
+                save_checkpoint(run_dir, done, modules, opt, {"index_version": follower.version})
+    finally:
+        logger.close()
+        if builder is not None:
+            builder.stop()
+    # ---- save
+    retriever.save(run_dir / "retriever")
+    encoder.save(run_dir / "encoder")
+    build_index(retriever.doc, store, index_root, encoder=str(run_dir / "retriever"), encoder_step=pc.steps,
+                batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device, progress=progress)
+    try:
+        from realm.evaluation.plots import plot_metrics
+
+        plot_metrics(run_dir / "metrics.jsonl", ["loss/mlm", "retrieval/utility", "acc/masked", "index/staleness"],
+                     run_dir / "curves.png", title="REALM pretraining")
+    except Exception as e:  # a plot must never fail a finished run
+        log.warning("could not plot curves: %s", e)
+    return retriever, encoder

@@ -1,0 +1,148 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import BertConfig, BertModel
+
+from realm.config import EncoderConfig, ReaderConfig
+from realm.models.bert import build_bert
+from realm.models.inputs import Specials, pair_inputs
+from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, span_index
+from realm.training.losses import span_candidates
+
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "hf_realm"
+SP = Specials(cls_id=2, sep_id=3, pad_id=0, mask_id=4)
+VOCAB = 50
+
+
+def tiny_cfg(**kw) -> ReaderConfig:
+    enc = EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_positions=64)
+    return ReaderConfig(encoder=enc, span_hidden=16, max_span_width=4, **kw)
+
+
+def tiny_reader(seed=0) -> SpanReader:
+    torch.manual_seed(seed)
+    reader = SpanReader.build(tiny_cfg(), VOCAB, SP.pad_id).eval()
+    with torch.no_grad():  # non-trivial LayerNorm parameters, so the hand computation checks them
+        reader.qa_outputs.layer_normalization.weight.uniform_(0.5, 1.5)
+        reader.qa_outputs.layer_normalization.bias.uniform_(-0.5, 0.5)
+    return reader
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    queries = [torch.randint(5, VOCAB, (n,), generator=g).tolist() for n in (3, 6, 2)]
+    bodies = [torch.randint(5, VOCAB, (n,), generator=g).tolist() for n in (7, 2, 11)]
+    return pair_inputs(queries, bodies, SP, max_query_len=8)
+
+
+def test_span_index_matches_candidate_order():
+    for seq_len in (1, 5, 13):
+        starts, ends, _ = span_candidates(seq_len, 0, seq_len, 10)
+        for c, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+            assert span_index(seq_len, s, e - s + 1) == c
+
+
+def test_shapes_and_only_body_spans_are_candidates():
+    reader = tiny_reader()
+    inputs, bs, be = batch()
+    n, seq_len = inputs["input_ids"].shape
+    out = reader(inputs, bs, be)
+    num_spans = sum(seq_len - w for w in range(4))
+    assert out.span_logits.shape == (n, num_spans) and out.valid.shape == (n, num_spans)
+    assert out.starts.shape == out.ends.shape == (num_spans,)
+    for r in range(n):
+        for c in range(num_spans):
+            s, e = int(out.starts[c]), int(out.ends[c])
+            inside = bs[r] <= s and e < be[r] and e - s < 4
+            assert bool(out.valid[r, c]) == inside
+            # question tokens, [CLS]/[SEP] and padding are never part of a candidate
+            if inside:
+                assert inputs["attention_mask"][r, s:e + 1].all()
+                assert (inputs["token_type_ids"][r, s:e + 1] == 1).all()
+                assert inputs["input_ids"][r, e] != SP.sep_id
+    assert (out.span_logits[~out.valid] == INVALID_SPAN_SCORE).all()
+    assert (out.span_logits[out.valid] > INVALID_SPAN_SCORE / 2).all()
+    # even if every real span scores badly, the argmax stays inside the block
+    with torch.no_grad():
+        reader.qa_outputs.dense_output.bias.fill_(-500.0)
+    best = reader(inputs, bs, be).span_logits.argmax(-1)
+    assert out.valid[torch.arange(n), best].all()
+
+
+def test_hand_computed_span_score():
+    reader = tiny_reader()
+    inputs, bs, be = batch()
+    out = reader(inputs, bs, be)
+    q = reader.qa_outputs
+    hidden = reader.bert(**inputs).last_hidden_state
+    for r, c in [(0, int(out.valid[0].nonzero()[3])), (2, int(out.valid[2].nonzero()[-1]))]:
+        i, j = int(out.starts[c]), int(out.ends[c])
+        proj_i = hidden[r, i] @ q.dense_intermediate.weight.T + q.dense_intermediate.bias
+        proj_j = hidden[r, j] @ q.dense_intermediate.weight.T + q.dense_intermediate.bias
+        half = proj_i.numel() // 2
+        x = torch.clamp(proj_i[:half] + proj_j[half:], min=0.0)  # ReLU(start_i + end_j)
+        x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + 1e-3)
+        x = x * q.layer_normalization.weight + q.layer_normalization.bias
+        score = x @ q.dense_output.weight[0] + q.dense_output.bias[0]
+        assert torch.allclose(out.span_logits[r, c], score, atol=1e-5)
+
+
+def test_save_load_round_trip(tmp_path):
+    reader = tiny_reader()
+    reader.max_query_len = 12
+    inputs, bs, be = batch()
+    reader.save(tmp_path / "reader")
+    assert (tmp_path / "reader" / "encoder" / "model.safetensors").exists()
+    keys = set(load_file(str(tmp_path / "reader" / "span_scorer.safetensors")))
+    assert keys == {f"qa_outputs.{n}.{p}" for n in ("dense_intermediate", "layer_normalization", "dense_output")
+                    for p in ("weight", "bias")}
+    loaded = SpanReader.load(tmp_path / "reader").eval()
+    assert loaded.max_span_width == 4 and loaded.max_query_len == 12
+    with torch.no_grad():
+        assert torch.equal(reader(inputs, bs, be).span_logits, loaded(inputs, bs, be).span_logits)
+
+
+def test_from_bert_copies_backbone():
+    torch.manual_seed(0)
+    bert = build_bert(tiny_cfg().encoder, VOCAB, SP.pad_id, pooler=True)
+    reader = SpanReader.from_bert(bert, tiny_cfg())
+    assert reader.bert.pooler is None
+    w = reader.bert.embeddings.word_embeddings.weight
+    assert torch.equal(w, bert.embeddings.word_embeddings.weight)
+    with torch.no_grad():
+        w.add_(1.0)
+    assert not torch.equal(w, bert.embeddings.word_embeddings.weight)
+
+
+def test_matches_hf_realm_reader_fixture():
+    """The HF port's RealmReader weights load 1:1 and give the same span logits."""
+    if not (FIXTURES / "reader" / "model.safetensors").exists():
+        pytest.skip("no HF fixture")
+    hf = json.loads((FIXTURES / "reader" / "config.json").read_text())
+    config = BertConfig(vocab_size=hf["vocab_size"], hidden_size=hf["hidden_size"],
+                        num_hidden_layers=hf["num_hidden_layers"], num_attention_heads=hf["num_attention_heads"],
+                        intermediate_size=hf["intermediate_size"], hidden_act=hf["hidden_act"],
+                        max_position_embeddings=hf["max_position_embeddings"], type_vocab_size=hf["type_vocab_size"],
+                        layer_norm_eps=hf["layer_norm_eps"], pad_token_id=hf["pad_token_id"])
+    state = load_file(str(FIXTURES / "reader" / "model.safetensors"))
+    bert = BertModel(config, add_pooling_layer=False)
+    bert.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("realm.") and ".pooler." not in k})
+    reader = SpanReader(bert, hf["max_span_width"], hf["span_hidden_size"], hf["reader_layer_norm_eps"]).eval()
+    reader.qa_outputs.load_state_dict({k[11:]: v for k, v in state.items() if k.startswith("qa_outputs.")})
+    out = load_file(str(FIXTURES / "outputs.safetensors"))
+    rows = out["reader/input_ids"].shape[0]
+    mask = out["reader/block_mask"][:rows].bool()
+    bs = mask.int().argmax(-1)
+    be = bs + mask.sum(-1)
+    inputs = {k: out[f"reader/{k}"] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        mine = reader(inputs, bs, be)
+    assert torch.equal(mine.starts, out["reader/candidate_starts"])
+    assert torch.equal(mine.ends, out["reader/candidate_ends"])
+    ref = out["reader/span_logits"]
+    ref_valid = ref > torch.finfo(torch.float32).min / 2
+    assert torch.equal(mine.valid, ref_valid)
+    assert torch.allclose(mine.span_logits[ref_valid], ref[ref_valid], atol=1e-4)
