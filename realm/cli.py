@@ -68,6 +68,70 @@ def cmd_corpus_build(args) -> int:
     return 0
 
 
+def _store(path):
+    from realm.data.blocks import BlockStore
+
+    return BlockStore(path)
+
+
+def cmd_ict(args) -> int:
+    from realm.training.ict import train_ict
+
+    cfg = _config(args)
+    train_ict(cfg, _store(args.corpus), args.out)
+    print(f"retriever saved to {args.out / 'retriever'}")
+    return 0
+
+
+def cmd_index_build(args) -> int:
+    from realm.config import save_config
+    from realm.index.build import build_index
+    from realm.models.retriever import Retriever
+
+    cfg = _config(args)
+    retriever = Retriever.load(args.retriever)
+    path = build_index(retriever.doc, _store(args.corpus), args.out, encoder=str(args.retriever),
+                       encoder_step=args.encoder_step, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
+                       keep=cfg.index.keep_versions, device=cfg.device)
+    save_config(cfg, Path(args.out) / "config.yaml")
+    print((path / "manifest.json").read_text())
+    return 0
+
+
+def cmd_eval_retrieval(args) -> int:
+    from realm.data.qa import read_qa
+    from realm.evaluation.retrieval import DEFAULT_KS, evaluate_retrieval, format_table
+    from realm.evaluation.searchers import bm25_searcher, dense_searcher
+
+    cfg = _config(args)
+    store = _store(args.corpus)
+    examples = read_qa(args.qa)
+    rows = []
+    if args.bm25:
+        rows.append(evaluate_retrieval(bm25_searcher(store), store, examples, name="bm25"))
+    for path in args.retriever or []:
+        search = dense_searcher(path, store, index=args.index, device=cfg.device)
+        rows.append(evaluate_retrieval(search, store, examples, name=str(path)))
+    if not rows:
+        raise FileNotFoundError("nothing to evaluate: pass --retriever DIR and/or --bm25")
+    print(format_table(rows, DEFAULT_KS))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from realm.models.retriever import Retriever
+    from realm.training.pretrain import pretrain
+
+    cfg = _config(args)
+    retriever = Retriever.load(args.init_retriever) if args.init_retriever else None
+    pretrain(cfg, _store(args.corpus), args.out, retriever=retriever)
+    print(f"pretrained retriever: {args.out / 'retriever'}, knowledge-augmented encoder: {args.out / 'encoder'}, "
+          f"index: {args.out / 'index'}, curves: {args.out / 'curves.png'}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from realm.pipeline import run_demo
 
@@ -95,6 +159,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true", help="skip bad records (reported with a count) instead of failing")
     _add_config_args(p)
     p.set_defaults(func=cmd_corpus_build)
+
+    p = sub.add_parser("ict", help="ICT warm start of the retriever")
+    p.add_argument("--corpus", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="run folder (resumes if it holds a checkpoint)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_ict)
+
+    index = sub.add_parser("index", help="index commands").add_subparsers(dest="index_command", required=True)
+    p = index.add_parser("build", help="embed every block with a retriever's document encoder")
+    p.add_argument("--corpus", required=True, type=Path)
+    p.add_argument("--retriever", required=True, type=Path, help="a saved retriever folder (RUN/retriever)")
+    p.add_argument("--out", required=True, type=Path, help="index root; a new version is added")
+    p.add_argument("--encoder-step", type=int, default=0)
+    _add_config_args(p)
+    p.set_defaults(func=cmd_index_build)
+
+    p = sub.add_parser("eval-retrieval", help="recall@k of dense retrievers and/or BM25 on a QA file")
+    p.add_argument("--corpus", required=True, type=Path)
+    p.add_argument("--qa", required=True, type=Path)
+    p.add_argument("--retriever", type=Path, action="append", help="a saved retriever folder (repeatable)")
+    p.add_argument("--index", type=Path, help="an index root built by that retriever (default: embed now)")
+    p.add_argument("--bm25", action="store_true", help="also evaluate BM25 over the block texts")
+    p.add_argument("--out", type=Path, help="write the results as JSON")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_eval_retrieval)
+
+    p = sub.add_parser("pretrain", help="REALM pretraining with asynchronous index refresh")
+    p.add_argument("--corpus", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="run folder (resumes from its last checkpoint)")
+    p.add_argument("--init-retriever", type=Path, help="start from this retriever (e.g. ICT_RUN/retriever)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_pretrain)
 
     p = sub.add_parser("demo", help="the main job on the built-in world")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))

@@ -93,6 +93,7 @@ class PretrainConfig:
     refresh_every: int = 100  # steps between index refreshes
     refresh_mode: str = "async"  # async (separate process) | sync (training waits)
     stale_factor: int = 1  # ablation: refresh every stale_factor x refresh_every steps
+    max_staleness: int = 0  # async: wait for the builder when the index is more steps behind (0 = never)
     checkpoint_every: int = 100
     log_every: int = 10
     bf16: bool = False

@@ -23,3 +23,11 @@ def small_docs():
          "Notable people born in Varnholt include Elsa Mirrow."},
         {"id": "c", "title": "Long one", "text": " ".join(["The archive of the Order of Quill holds many manuscripts"] * 12) + "."},
     ]
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """(BlockStore, world file paths) of a 60-entity world, built once per test session."""
+    from tests.helpers import tiny_world_corpus
+
+    return tiny_world_corpus(tmp_path_factory.mktemp("tinyworld"))

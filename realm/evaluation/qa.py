@@ -21,6 +21,7 @@ import torch
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, exact_match, has_answer
 from realm.evaluation.retrieval import recall_at_k
+from realm.models.bert import autocast
 from realm.models.inputs import Specials
 from realm.models.reader import SpanReader, reader_inputs
 from realm.models.retriever import Retriever
@@ -35,9 +36,9 @@ def span_to_text(store: BlockStore, block: int, tok_start: int, tok_end: int) ->
     return text[start:end], int(start), int(end)
 
 
-def _source(retriever_or_bm25, store, embeddings, k, device) -> BlockRetrieval:
+def _source(retriever_or_bm25, store, embeddings, k, device, bf16) -> BlockRetrieval:
     if isinstance(retriever_or_bm25, Retriever):
-        return BlockRetrieval("dense", store, k, embeddings, retriever_or_bm25, device=device)
+        return BlockRetrieval("dense", store, k, embeddings, retriever_or_bm25, device=device, bf16=bf16)
     if hasattr(retriever_or_bm25, "search"):
         return BlockRetrieval("bm25", store, k, bm25=retriever_or_bm25, device=device)
     raise TypeError(f"expected a Retriever or a BM25Index, got {type(retriever_or_bm25).__name__}")
@@ -45,12 +46,12 @@ def _source(retriever_or_bm25, store, embeddings, k, device) -> BlockRetrieval:
 
 @torch.inference_mode()
 def predict(retriever_or_bm25, reader: SpanReader, store: BlockStore, embeddings, examples: Sequence[QAExample],
-            k: int = 5, batch_size: int = 8, device: str | torch.device = "cpu") -> list[dict]:
-    """One prediction record per example (see :func:`write_predictions` for the fields)."""
+            k: int = 5, batch_size: int = 8, device: str | torch.device = "cpu", bf16: bool = False) -> list[dict]:
+    """One prediction record per example (see :func:`write_predictions` for the fields); ``bf16``: autocast."""
     device = torch.device(device)
     tok = store.tokenizer
     sp = Specials.of(tok)
-    blocks = _source(retriever_or_bm25, store, embeddings, k, device)
+    blocks = _source(retriever_or_bm25, store, embeddings, k, device, bf16)
     was_training = [(m, m.training) for m in (reader, retriever_or_bm25) if isinstance(m, torch.nn.Module)]
     for m, _ in was_training:
         m.eval()
@@ -64,7 +65,8 @@ def predict(retriever_or_bm25, reader: SpanReader, store: BlockStore, embeddings
             ids, ret_logits = blocks(questions, q_ids)
             bsz, kk = ids.shape
             inputs, body_start, body_end, _ = reader_inputs(reader, q_ids, ids, store, sp)
-            out = reader({n: v.to(device) for n, v in inputs.items()}, body_start, body_end)
+            with autocast(device, bf16):
+                out = reader({n: v.to(device) for n, v in inputs.items()}, body_start, body_end)
             span = out.span_logits.view(bsz, kk, -1).float().cpu()
             valid = out.valid.view(bsz, kk, -1).cpu() & torch.from_numpy(ids >= 0)[:, :, None]
             ret = ret_logits.float().cpu()
@@ -108,9 +110,9 @@ def _record(store, ex: QAExample, ids, ret, probs, joint, starts, ends, body_sta
 
 def evaluate_qa(retriever_or_bm25, reader: SpanReader, store: BlockStore, embeddings, examples: Sequence[QAExample],
                 k: int = 5, batch_size: int = 8, device: str | torch.device = "cpu",
-                predictions_path: str | Path | None = None) -> dict:
+                predictions_path: str | Path | None = None, bf16: bool = False) -> dict:
     """Exact match and recall@{1,k} (over the blocks the reader read); optionally writes predictions."""
-    preds = predict(retriever_or_bm25, reader, store, embeddings, examples, k, batch_size, device)
+    preds = predict(retriever_or_bm25, reader, store, embeddings, examples, k, batch_size, device, bf16)
     if predictions_path is not None:
         write_predictions(predictions_path, preds)
     kk = max((len(p["evidence"]) for p in preds), default=0)

@@ -31,6 +31,7 @@ from realm.config import RunConfig, save_config
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, has_answer
 from realm.index.exact import ExactIndex
+from realm.models.bert import autocast
 from realm.models.inputs import Specials, query_inputs
 from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_index
 from realm.models.retriever import Retriever
@@ -74,10 +75,10 @@ class BlockRetrieval:
     """Top-k blocks + retrieval logits for a batch: dense over frozen embeddings, or BM25."""
 
     def __init__(self, mode: str, store: BlockStore, k: int, embeddings=None, retriever: Retriever | None = None,
-                 bm25=None, device: torch.device | str = "cpu"):
+                 bm25=None, device: torch.device | str = "cpu", bf16: bool = False):
         if mode not in RETRIEVAL_MODES:
             raise ValueError(f"retrieval must be one of {RETRIEVAL_MODES}, got {mode!r}")
-        self.mode, self.store, self.device = mode, store, torch.device(device)
+        self.mode, self.store, self.device, self.bf16 = mode, store, torch.device(device), bf16
         self.k = min(k, len(store))
         if mode == "dense":
             if retriever is None or embeddings is None:
@@ -101,17 +102,23 @@ class BlockRetrieval:
             return ids, torch.from_numpy(scores).to(self.device)
         sp = Specials.of(self.store.tokenizer)
         q_in = {k: v.to(self.device) for k, v in query_inputs(question_ids, sp, self.retriever.query_len).items()}
-        q = self.retriever.embed_queries(q_in)  # no graph is built when the query encoder is frozen
+        with autocast(self.device, self.bf16):  # no graph is built when the query encoder is frozen
+            q = self.retriever.embed_queries(q_in).float()
         _, ids = self.index.search(q.detach(), self.k)
         block_emb = self.emb[torch.from_numpy(ids).to(self.device)]  # constants: the index is frozen
-        return ids, torch.einsum("bd,bkd->bk", q.float(), block_emb)
+        return ids, torch.einsum("bd,bkd->bk", q, block_emb)
 
 
 def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Retriever | None, reader: SpanReader,
              train: list[QAExample], run_dir: str | Path, dev: list[QAExample] | None = None, progress: bool = True,
-             retrieval: str = "dense", bm25=None, checkpoint_every: int | None = None) -> dict:
-    """Fine-tune (or resume) ``reader`` (+ the query encoder) on ``train``; returns a summary dict."""
+             retrieval: str = "dense", bm25=None, checkpoint_every: int | None = None, bf16: bool | None = None) -> dict:
+    """Fine-tune (or resume) ``reader`` (+ the query encoder) on ``train``; returns a summary dict.
+
+    ``checkpoint_every`` / ``bf16`` default to ``cfg.finetune.checkpoint_every`` / ``cfg.finetune.bf16`` when
+    those exist (else: checkpoint at the end only, fp32).
+    """
     ft = cfg.finetune
+    bf16 = bool(getattr(ft, "bf16", False)) if bf16 is None else bf16
     if not train:
         raise ValueError("no training questions")
     # ---- setup
@@ -141,7 +148,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     if ckpt is not None:
         start = load_checkpoint(ckpt, modules, opt)["step"]
         log.info("resumed fine-tuning from %s (step %d)", ckpt, start)
-    blocks = BlockRetrieval(retrieval, store, cfg.reader.top_k, index_embeddings, retriever, bm25, device)
+    blocks = BlockRetrieval(retrieval, store, cfg.reader.top_k, index_embeddings, retriever, bm25, device, bf16)
     answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
     continuation = continuation_ids(tok)
     text_cache: dict[int, str] = {}
@@ -163,7 +170,8 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         bsz, k = ids.shape
         inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp)
         inputs = {n: v.to(device) for n, v in inputs.items()}
-        out = reader(inputs, body_start, body_end)
+        with autocast(device, bf16):
+            out = reader(inputs, body_start, body_end)
         seq_len, num_spans = inputs["input_ids"].shape[1], out.starts.numel()
         row_answers = [answer_ids[i] for i in batch for _ in range(k)]
         correct = correct_spans(bodies, body_start, seq_len, num_spans, row_answers, reader.max_span_width, continuation)
@@ -209,8 +217,8 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         from realm.evaluation.qa import evaluate_qa
 
         source = retriever if retrieval == "dense" else bm25
-        summary["dev"] = evaluate_qa(source, reader, store, index_embeddings, dev, k=cfg.reader.top_k,
-                                     device=device, predictions_path=run_dir / "dev_predictions.jsonl")
+        summary["dev"] = evaluate_qa(source, reader, store, index_embeddings, dev, k=cfg.reader.top_k, device=device,
+                                     predictions_path=run_dir / "dev_predictions.jsonl", bf16=bf16)
     return summary
 
 

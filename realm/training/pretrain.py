@@ -15,6 +15,7 @@ Recipe: setup -> train -> save (``RUN/retriever``, ``RUN/encoder``, ``RUN/index`
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -85,9 +86,28 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     return loss, stats, ids, tokens
 
 
+def _wait_for_fresher_index(follower: IndexFollower, builder: IndexBuilderProcess, step: int, max_staleness: int,
+                            timeout_s: float = 1800) -> bool:
+    """Bounded staleness: block until the builder publishes an index at most ``max_staleness`` behind."""
+    t0, swapped = time.time(), False
+    while follower.staleness(step) > max_staleness:
+        if not builder.alive():
+            raise RuntimeError("index builder exited while the trainer waited for it")
+        if time.time() - t0 > timeout_s:
+            raise TimeoutError(f"no fresh index after {timeout_s:.0f} s")
+        swapped = follower.poll() or swapped
+        time.sleep(0.05)
+    return swapped
+
+
 def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: Retriever | None = None,
-             encoder: KnowledgeAugEncoder | None = None, progress: bool = True) -> tuple[Retriever, KnowledgeAugEncoder]:
-    """Run (or resume) REALM pretraining in ``run_dir``."""
+             encoder: KnowledgeAugEncoder | None = None, progress: bool = True,
+             stop_at: int | None = None) -> tuple[Retriever, KnowledgeAugEncoder]:
+    """Run (or resume) REALM pretraining in ``run_dir``.
+
+    ``stop_at`` ends this invocation after that step with a checkpoint (as a pre-empted job would);
+    a later call resumes from it.
+    """
     # ---- setup
     pc, run_dir = cfg.pretrain, Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -112,35 +132,47 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         state = load_checkpoint(ckpt, modules, opt)
         start = state["step"]
         log.info("resumed pretraining from %s (step %d)", ckpt, start)
-    pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=cfg.retriever.query_len - 2, progress=progress)
-    (run_dir / "pool.json").write_text(__import__("json").dumps({"sentences": pool.stats.sentences,
-                                       "kept": pool.stats.kept, "skipped": pool.stats.skipped}, indent=2))
-    index_root = run_dir / "index"
-    dim = retriever.doc.dense.out_features
-    follower = IndexFollower(index_root, store.corpus_hash, dim, device)
     ic = cfg.index
-    if state.get("index_version") is not None:
-        try:
-            follower.load(state["index_version"])
-        except FileNotFoundError:
-            follower.load()
-    else:
-        build_index(retriever.doc, store, index_root, encoder="initial", encoder_step=start, batch_size=ic.batch_size,
-                    bf16=ic.bf16, keep=ic.keep_versions, device=device, progress=progress)
-        follower.load()
     interval = max(1, pc.refresh_every * pc.stale_factor)
-    builder = None
-    if pc.refresh_mode == "async":
-        builder = IndexBuilderProcess(run_dir, store.folder, ic.batch_size, ic.bf16, ic.keep_versions)
-    elif pc.refresh_mode != "sync":
+    if pc.refresh_mode not in ("async", "sync"):
         raise ValueError(f"pretrain.refresh_mode must be 'async' or 'sync', got {pc.refresh_mode!r}")
+    if pc.max_staleness and pc.max_staleness < interval:
+        raise ValueError(f"pretrain.max_staleness ({pc.max_staleness}) must be >= the refresh interval ({interval})")
+    # the builder starts first: its imports overlap with tagging the corpus and the initial index
+    builder = IndexBuilderProcess(run_dir, store.folder, ic.batch_size, ic.bf16, ic.keep_versions) \
+        if pc.refresh_mode == "async" else None
+    try:
+        pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=cfg.retriever.query_len - 2,
+                                  progress=progress)
+        (run_dir / "pool.json").write_text(json.dumps(
+            {"sentences": pool.stats.sentences, "kept": pool.stats.kept, "skipped": pool.stats.skipped}, indent=2))
+        index_root = run_dir / "index"
+        follower = IndexFollower(index_root, store.corpus_hash, retriever.doc.dense.out_features, device)
+        if state.get("index_version") is not None:
+            try:
+                follower.load(state["index_version"])
+            except FileNotFoundError:  # pruned since: the newest is the best we have
+                follower.load()
+        else:
+            build_index(retriever.doc, store, index_root, encoder="initial", encoder_step=start,
+                        batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device, progress=progress)
+            follower.load()
+    except BaseException:
+        if builder is not None:
+            builder.stop()
+        raise
     flops_tok = 3 * bert_flops_per_token(encoder.bert.config, cfg.retriever.query_len + store.manifest["block_len"])
     logger = MetricLogger(run_dir / "metrics.jsonl", pc.steps, "REALM", start, progress,
                           bar_keys=("loss/mlm", "retrieval/utility", "index/version", "perf/tokens_per_s"))
     # ---- train
     try:
         for step in range(start, pc.steps):
+            if stop_at is not None and step >= stop_at:
+                save_checkpoint(run_dir, step, modules, opt, {"index_version": follower.version})
+                return retriever, encoder
             swapped = follower.poll() if builder is not None else False
+            if builder is not None and pc.max_staleness and follower.staleness(step) > pc.max_staleness:
+                swapped = _wait_for_fresher_index(follower, builder, step, pc.max_staleness) or swapped
             if swapped:
                 tqdm.write(f"step {step}: swapped in index v{follower.version} "
                            f"(built from step {follower.manifest.encoder_step}, {follower.staleness(step)} steps behind)")

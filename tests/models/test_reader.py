@@ -1,6 +1,7 @@
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -9,7 +10,7 @@ from transformers import BertConfig, BertModel
 from realm.config import EncoderConfig, ReaderConfig
 from realm.models.bert import build_bert
 from realm.models.inputs import Specials, pair_inputs
-from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, span_index
+from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_index
 from realm.training.losses import span_candidates
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hf_realm"
@@ -43,6 +44,30 @@ def test_span_index_matches_candidate_order():
         starts, ends, _ = span_candidates(seq_len, 0, seq_len, 10)
         for c, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
             assert span_index(seq_len, s, e - s + 1) == c
+
+
+class FakeStore:
+    def __init__(self, bodies):
+        self.bodies = bodies
+
+    def body_ids(self, i):
+        return np.asarray(self.bodies[i])
+
+
+def test_reader_inputs_rows_and_truncation():
+    reader = tiny_reader()
+    reader.max_query_len = 6
+    long = [5 + i % 40 for i in range(195)]
+    store = FakeStore([list(range(5, 15)), long])  # the second body is longer than 64 positions
+    questions = [[7, 8, 9, 10, 11, 12, 13], [20, 21]]
+    inputs, bs, be, bodies = reader_inputs(reader, questions, np.array([[0, 1], [1, -1]]), store, SP)
+    assert inputs["input_ids"].shape == (4, reader.max_len)
+    assert bs.tolist() == [6, 6, 4, 4]  # question cut to max_query_len - 2 tokens
+    assert [len(b) for b in bodies] == [10, 64 - 6 - 1, 64 - 6 - 1, 0]  # id -1 reads an empty body
+    assert (be - bs).tolist() == [len(b) for b in bodies]
+    assert inputs["input_ids"][2, 4:4 + 57].tolist() == long[:57]
+    out = reader(inputs, bs, be)
+    assert not out.valid[3].any() and out.valid[:3].any(-1).all()
 
 
 def test_shapes_and_only_body_spans_are_candidates():

@@ -1,0 +1,126 @@
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from realm.config import load_config
+from realm.index.store import open_index
+from realm.models.inputs import Specials
+from realm.models.mlm import KnowledgeAugEncoder
+from realm.models.retriever import Retriever
+from realm.training.checkpoint import step_generator
+from realm.training.logger import read_metrics
+from realm.training.mlm_examples import MaskedSentencePool
+from realm.training.pretrain import pretrain, realm_step
+from realm.training.refresh import IndexFollower
+from realm.index.build import build_index
+
+
+def _models(cfg, store):
+    torch.manual_seed(0)
+    tok = store.tokenizer
+    return (Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id),
+            KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id))
+
+
+def test_own_block_is_never_a_candidate(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg = load_config("tiny")
+    retriever, encoder = _models(cfg, store)
+    build_index(retriever.doc, store, tmp_path / "index", encoder="t", encoder_step=0, progress=False)
+    follower = IndexFollower(tmp_path / "index", store.corpus_hash, cfg.retriever.proj_dim)
+    follower.load()
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    sp = Specials.of(store.tokenizer)
+    own_in_plain_search = 0
+    for step in range(10):
+        queries = pool.sample(step_generator(0, step), 8)
+        with torch.no_grad():
+            _, _, ids, _ = realm_step(queries, retriever, encoder, follower, store, sp, 6, cfg.retriever.query_len, "cpu")
+            q_emb = retriever.query(**__import__("realm.models.inputs", fromlist=["x"]).query_inputs(
+                [q.input_ids for q in queries], sp, cfg.retriever.query_len))
+        _, plain = follower.index.search(q_emb, 5)
+        for b, q in enumerate(queries):
+            assert q.block not in ids[b].tolist()
+            own_in_plain_search += q.block in plain[b].tolist()
+    # the exclusion is doing work: without it, a sentence's own block is often retrieved
+    assert own_in_plain_search > 0
+
+
+def _tiny_cfg(tmp, **over):
+    items = {"pretrain.steps": 8, "pretrain.refresh_every": 3, "pretrain.checkpoint_every": 4, "pretrain.top_k": 4,
+             "pretrain.refresh_mode": "sync"} | over
+    return load_config("tiny", [f"{k}={v}" for k, v in items.items()])
+
+
+@pytest.mark.slow
+def test_resume_gives_the_same_next_step_loss(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg = _tiny_cfg(tmp_path)
+    pretrain(cfg, store, tmp_path / "a", *_models(cfg, store), progress=False)
+    pretrain(cfg, store, tmp_path / "b", *_models(cfg, store), progress=False, stop_at=5)
+    assert len(read_metrics(tmp_path / "b" / "metrics.jsonl")) == 5
+    # a fresh process would rebuild the models from scratch: resume must restore everything
+    pretrain(cfg, store, tmp_path / "b", *_models(cfg, store), progress=False)
+    a = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    b = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [r["step"] for r in b] == list(range(1, 9))
+    for ra, rb in zip(a, b):
+        assert ra["loss/mlm"] == pytest.approx(rb["loss/mlm"], rel=1e-5, abs=1e-6), ra["step"]
+        assert ra["index/version"] == rb["index/version"]
+
+
+@pytest.mark.slow
+def test_async_refresh_builds_versions_in_another_process(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg = _tiny_cfg(tmp_path, **{"pretrain.steps": 14, "pretrain.refresh_mode": "async", "pretrain.max_staleness": 6,
+                                 "pretrain.checkpoint_every": 100})
+    run = tmp_path / "run"
+    bad_reads, reads, stop = [], [0], threading.Event()
+
+    def reader():  # reads the index the whole time: it must never see a partial version
+        while not stop.is_set():
+            try:
+                emb, man = open_index(run / "index", expect_corpus_hash=store.corpus_hash)
+                if emb.shape != (man.num_blocks, man.dim) or not np.isfinite(np.asarray(emb)).all():
+                    bad_reads.append(man.version)
+                reads[0] += 1
+            except FileNotFoundError:
+                pass
+            except Exception as e:  # noqa: BLE001 - any error is a failed read
+                bad_reads.append(repr(e))
+
+    t = threading.Thread(target=reader)
+    t.start()
+    try:
+        pretrain(cfg, store, run, *_models(cfg, store), progress=False)
+    finally:
+        stop.set()
+        t.join()
+    log = (run / "index-builder.log").read_text()
+    built = [line for line in log.splitlines() if "built v" in line]
+    assert len(built) >= 2, log
+    assert "pid" in built[0] and str(__import__("os").getpid()) not in built[0]
+    rows = read_metrics(run / "metrics.jsonl")
+    assert sum(r["index/swapped"] for r in rows) >= 2
+    assert max(r["index/version"] for r in rows) >= 3
+    assert all(r["index/staleness"] <= 6 for r in rows)
+    assert not bad_reads and reads[0] > 0
+
+
+def test_pretraining_reaches_both_encoders(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg = load_config("tiny")
+    retriever, encoder = _models(cfg, store)
+    build_index(retriever.doc, store, tmp_path / "index", encoder="t", encoder_step=0, progress=False)
+    follower = IndexFollower(tmp_path / "index", store.corpus_hash, cfg.retriever.proj_dim)
+    follower.load()
+    retriever.untie()
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    loss, stats, _, _ = realm_step(pool.sample(step_generator(0, 0), 4), retriever, encoder, follower, store,
+                                   Specials.of(store.tokenizer), 4, cfg.retriever.query_len, "cpu")
+    loss.backward()
+    for name, module in [("query", retriever.query), ("doc", retriever.doc), ("encoder", encoder)]:
+        grads = [p.grad.abs().sum().item() for p in module.parameters() if p.grad is not None]
+        assert grads and sum(grads) > 0, name
