@@ -132,6 +132,18 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
+def cmd_experiment(args) -> int:
+    from realm.experiment import run_experiment
+
+    cfg = _config(args)
+    if args.systems:
+        cfg.experiment.systems = args.systems
+    if args.ablations:
+        cfg.experiment.ablations = args.ablations
+    run_experiment(cfg, args.corpus, args.train, args.dev, args.test, args.out)
+    return 0
+
+
 def cmd_demo(args) -> int:
     from realm.pipeline import run_demo
 
@@ -191,6 +203,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-retriever", type=Path, help="start from this retriever (e.g. ICT_RUN/retriever)")
     _add_config_args(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("experiment", help="closed-book vs BM25+reader vs ICT+reader vs REALM on your data")
+    p.add_argument("--corpus", required=True, type=Path, help="corpus .jsonl/.tsv/folder of .txt")
+    p.add_argument("--train", required=True, type=Path, help="NQ-open JSONL")
+    p.add_argument("--dev", required=True, type=Path)
+    p.add_argument("--test", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--systems", help="comma-separated subset of closed_book,bm25_reader,ict_reader,realm")
+    p.add_argument("--ablations", help="comma-separated: uniform_masks,span_masks,stale_index")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="the main job on the built-in world")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))

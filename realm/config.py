@@ -116,6 +116,19 @@ class FinetuneConfig:
     warmup: int = 30
     log_every: int = 20
     train_query_encoder: bool = True
+    checkpoint_every: int = 0  # 0 = only at the end
+    bf16: bool = False
+
+
+@dataclass
+class ExperimentConfig:
+    """``realm experiment``: which systems to compare, and the shared "BERT" stage."""
+
+    systems: str = "closed_book,bm25_reader,ict_reader,realm"  # comma-separated
+    ablations: str = ""  # comma-separated: uniform_masks, span_masks, stale_index
+    mlm_steps: int = 300  # plain MLM on the corpus: every encoder's starting point (BERT's role in the paper)
+    stale_factor: int = 30  # the stale-index ablation refreshes this many times less often
+    eval_batch_size: int = 16
 
 
 @dataclass
@@ -132,6 +145,7 @@ class RunConfig:
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
 
 # --------------------------------------------------------------------------------------------

@@ -48,12 +48,13 @@ def embed_blocks(doc_encoder: torch.nn.Module, store: BlockStore, block_ids=None
 
 
 def build_index(doc_encoder: torch.nn.Module, store: BlockStore, root: str | Path, *, encoder: str, encoder_step: int,
-                batch_size: int = 256, bf16: bool = True, keep: int = 3, device="cpu", progress: bool = True) -> Path:
+                batch_size: int = 256, bf16: bool = True, keep: int = 3, device="cpu", progress: bool = True,
+                extra: dict | None = None) -> Path:
     """Embed every block of ``store`` and publish a new version under ``root``; returns its folder."""
     dim = doc_encoder.dense.out_features
     t0 = time.time()
     with IndexWriter(root, len(store), dim, corpus_hash=store.corpus_hash, encoder=encoder, encoder_step=encoder_step,
-                     keep=keep, extra={"bf16": bf16}) as w:
+                     keep=keep, extra={"bf16": bf16, **(extra or {})}) as w:
         embed_blocks(doc_encoder, store, batch_size=batch_size, bf16=bf16, device=device, progress=progress, sink=w.write)
         w.fields["extra"]["seconds"] = round(time.time() - t0, 2)
         w.fields["extra"]["blocks_per_s"] = round(len(store) / max(time.time() - t0, 1e-9), 1)

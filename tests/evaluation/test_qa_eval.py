@@ -22,6 +22,15 @@ JOBS = ["cartographer", "glassblower", "weaver", "miller"]
 EXAMPLES = [QAExample(f"Where was {n} born?", (c,)) for n, c in PEOPLE]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from a second thread, and a busy machine makes it costly."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """A corpus whose small vocabulary splits words into pieces and strips accents (offsets must still map)."""
@@ -55,7 +64,8 @@ def test_span_to_text_maps_back_exactly(models):
             for te in range(ts, min(ts + 4, len(body))):
                 span, cs, ce = span_to_text(store, b, ts, te)
                 assert span and span == text[cs:ce]
-                whole_words = not is_continuation(tok, body[ts]) and (te + 1 == len(body) or not is_continuation(tok, body[te + 1]))
+                ends_word = te + 1 == len(body) or not is_continuation(tok, body[te + 1])
+                whole_words = not is_continuation(tok, body[ts]) and ends_word
                 if whole_words:
                     assert tok.encode(span) == body[ts:te + 1].tolist()
                 split_words += is_continuation(tok, body[te])

@@ -44,12 +44,13 @@ def world(tmp_path_factory):
     return store
 
 
-def config(pretrain_steps=30, finetune_steps=100, **pretrain):
+def config(pretrain_steps=30, finetune_steps=150, **pretrain):
     cfg = load_config("tiny")
     cfg.pretrain.steps, cfg.pretrain.batch_size, cfg.pretrain.lr, cfg.pretrain.warmup = pretrain_steps, 16, 2e-3, 3
     for k, v in pretrain.items():
         setattr(cfg.pretrain, k, v)
-    cfg.finetune.steps, cfg.finetune.batch_size, cfg.finetune.lr, cfg.finetune.warmup = finetune_steps, 8, 5e-3, 3
+    # full-batch (12 questions), lr 3e-3: memorised for 6/6 seeds measured; batch 8 or lr 5e-3 plateau on some seeds
+    cfg.finetune.steps, cfg.finetune.batch_size, cfg.finetune.lr, cfg.finetune.warmup = finetune_steps, 12, 3e-3, 3
     return cfg
 
 
@@ -120,11 +121,11 @@ def test_closed_book_memorises_training_questions(pretrained, world, tmp_path):
     trained = finetune_closed_book(cfg, world, encoder, TRAIN, tmp_path / "cb", progress=False)
     rows = read_metrics(tmp_path / "cb" / "metrics.jsonl")
     loss = [r["loss/total"] for r in rows]
-    assert len(loss) == 100 and np.isfinite(loss).all()
-    assert np.mean(loss[-5:]) < 0.2 * np.mean(loss[:5])  # measured: ~4.9 -> ~0.01
+    assert len(loss) == 150 and np.isfinite(loss).all()
+    assert np.mean(loss[-5:]) < 0.1 * np.mean(loss[:5])  # measured over 6 seeds: ~4.3 -> 0.008-0.011
     after = evaluate_closed_book(trained, world, TRAIN, predictions_path=tmp_path / "preds.jsonl")
     assert after["n"] == len(TRAIN)
-    assert after["em"] >= 0.9 > before["em"]  # measured: 0.0 -> 1.0
+    assert after["em"] >= 0.9 > before["em"]  # measured: 0.0 -> 1.0 (6/6 seeds)
     A = trained.answer_slots
     assert json.loads((tmp_path / "cb" / "closed_book.json").read_text())["answer_slots"] == A
     preds = predict_closed_book(trained, world, TRAIN)

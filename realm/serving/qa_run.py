@@ -1,0 +1,108 @@
+"""A servable open-QA run folder: what ``realm ask``, ``realm serve`` and ``realm index update`` read.
+
+Layout::
+
+    RUN/run.json                 format version, top_k, what produced it
+    RUN/retriever/               query + document encoders (``Retriever.save``)
+    RUN/reader/                  span reader (``SpanReader.save``)
+    RUN/corpora/<corpus_hash>/   corpus folders (``BlockStore``), one per corpus version
+    RUN/index/vNNNNNN/           index versions; ``manifest.extra["corpus_dir"]`` names the corpus folder
+    RUN/index/LATEST
+
+A corpus folder is complete before the index version that refers to it is published, and the index
+version is published atomically, so a reader that follows ``LATEST`` always gets a consistent
+(corpus, embeddings) pair. Updating the corpus never retrains anything: the run's document encoder
+re-embeds the new blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from realm.data.blocks import BlockStore
+from realm.index.store import IndexManifest, latest_version, open_index, to_float32
+
+FORMAT_VERSION = 1
+RUN_FILE = "run.json"
+
+
+def export_qa_run(out: str | Path, retriever, reader, store: BlockStore, top_k: int = 5, source: str = "",
+                  batch_size: int = 256, bf16: bool = True, device="cpu", progress: bool = False) -> Path:
+    """Write a servable run: models, a copy of the corpus, and an index embedded by the document encoder."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    retriever.save(out / "retriever")
+    reader.save(out / "reader")
+    (out / RUN_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": "realm-openqa", "top_k": top_k,
+                                            "source": source, "created_at": _now()}, indent=2))
+    add_corpus_version(out, store, retriever, batch_size=batch_size, bf16=bf16, device=device, progress=progress)
+    return out
+
+
+def add_corpus_version(run: str | Path, store: BlockStore, retriever=None, batch_size: int = 256, bf16: bool = True,
+                       device="cpu", progress: bool = True) -> Path:
+    """Copy ``store`` into ``RUN/corpora/<hash>`` and publish an index of it; returns the index version dir."""
+    from realm.index.build import build_index
+    from realm.models.retriever import Retriever
+
+    run = Path(run)
+    retriever = retriever or Retriever.load(run / "retriever")
+    rel = Path("corpora") / store.corpus_hash
+    dest = run / rel
+    if not (dest / "manifest.json").exists():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(store.folder, tmp)
+        tmp.rename(dest)
+    # the corpus pointer is part of the manifest published atomically with the embeddings
+    return build_index(retriever.doc, BlockStore(dest), run / "index", encoder=str(run / "retriever"), encoder_step=0,
+                       batch_size=batch_size, bf16=bf16, device=device, progress=progress,
+                       extra={"corpus_dir": rel.as_posix()})
+
+
+@dataclass
+class IndexedCorpus:
+    """One consistent (corpus, embeddings) pair, as published together."""
+
+    store: BlockStore
+    embeddings: np.ndarray  # [N, d] float32, in memory
+    manifest: IndexManifest
+
+    @classmethod
+    def load(cls, run: str | Path, version: int | None = None) -> "IndexedCorpus":
+        run = Path(run)
+        root = run / "index"
+        path = root if version is None else root / f"v{version:06d}"
+        emb, manifest = open_index(path)
+        corpus_dir = manifest.extra.get("corpus_dir")
+        if not corpus_dir:
+            raise ValueError(f"{root}: index v{manifest.version} does not name its corpus (extra.corpus_dir)")
+        store = BlockStore(run / corpus_dir)
+        if store.corpus_hash != manifest.corpus_hash:
+            raise ValueError(f"{run / corpus_dir}: corpus hash {store.corpus_hash} != index's {manifest.corpus_hash}")
+        return cls(store, np.array(to_float32(emb, manifest), dtype=np.float32), manifest)
+
+
+def read_run_info(run: str | Path) -> dict:
+    path = Path(run) / RUN_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{run}: not a realm QA run folder (no {RUN_FILE}); "
+                                f"`realm experiment`/`realm demo` write one to OUT/model")
+    info = json.loads(path.read_text())
+    if info.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: format_version {info.get('format_version')}, expected {FORMAT_VERSION}")
+    return info
+
+
+def current_version(run: str | Path) -> int | None:
+    return latest_version(Path(run) / "index")
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
