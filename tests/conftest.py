@@ -7,6 +7,13 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+def pytest_configure(config):
+    # the suite runs in 2 xdist workers on 2 cores: one torch thread each avoids oversubscription
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def write_jsonl(path: Path, rows) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for r in rows:

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from tokenizers import Tokenizer
-from tokenizers.implementations import BertWordPieceTokenizer
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -67,18 +66,15 @@ def tokenizer_hash(tok: "WordPiece") -> str:
 def train_wordpiece(
     texts: Iterable[str], out_dir: str | Path, vocab_size: int = 8192, min_frequency: int = 2, lowercase: bool = True
 ) -> WordPiece:
-    """Train a BERT-style WordPiece vocabulary on ``texts`` and save an HF tokenizer folder."""
+    """Learn a BERT-style WordPiece vocabulary on ``texts`` (deterministically) and save an HF tokenizer folder."""
     from transformers import BertTokenizer
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = BertWordPieceTokenizer(lowercase=lowercase, strip_accents=lowercase, clean_text=True)
-    trainer.train_from_iterator(
-        texts, vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
-    )
-    vocab = trainer.get_vocab()
-    ordered = sorted(vocab.items(), key=lambda kv: kv[1])
-    (out_dir / "vocab.txt").write_text("".join(tok + "\n" for tok, _ in ordered), encoding="utf-8")
+    from realm.data.wordpiece_trainer import count_words, learn_vocab
+
+    vocab = learn_vocab(count_words(texts, lowercase), vocab_size, min_frequency, SPECIAL_TOKENS)
+    (out_dir / "vocab.txt").write_text("".join(tok + "\n" for tok in vocab), encoding="utf-8")
     hf = BertTokenizer(vocab=str(out_dir / "vocab.txt"), do_lower_case=lowercase, strip_accents=lowercase)
     hf.save_pretrained(str(out_dir))
     meta = {"trained_on": "corpus", "vocab_size": len(vocab), "min_frequency": min_frequency, "lowercase": lowercase}

@@ -138,7 +138,7 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
                               "grad_norm": float(grad_norm), "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
                               "perf/tflops": flops_tok * tokens / dt / 1e12})
             logger.advance()
-            if done % max(1, pc.checkpoint_every) == 0 or done == pc.steps:
+            if (pc.checkpoint_every and done % pc.checkpoint_every == 0) or done == pc.steps:
                 save_checkpoint(run_dir, done, modules, opt)
     finally:
         logger.close()
@@ -331,10 +331,8 @@ def evaluate_closed_book(encoder: KnowledgeAugEncoder, store: BlockStore, exampl
     """``{"em", "exact_match", "n", "questions"}``; optionally writes the predictions as JSONL."""
     preds = predict_closed_book(encoder, store, examples, batch_size, device, **kwargs)
     if predictions_path is not None:
-        path = Path(predictions_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w", encoding="utf-8") as f:
-            for p in preds:
-                f.write(json.dumps(p, ensure_ascii=False) + "\n")
+        from realm.evaluation.qa import write_predictions
+
+        write_predictions(predictions_path, preds)
     em = float(np.mean([p["correct"] for p in preds])) if preds else 0.0
     return {"em": em, "exact_match": em, "n": len(preds), "questions": len(preds)}

@@ -100,3 +100,54 @@ def test_existing_tokenizer_folder(tmp_path, corpus, small_docs):
                             progress=False)
     assert store.tokenizer.hash == corpus.tokenizer.hash
     assert store.corpus_hash != corpus.corpus_hash  # other block length
+
+
+def test_tokenizer_training_is_deterministic_across_processes(tmp_path, small_docs):
+    """Two processes learning a vocabulary on the same corpus get the same ids (HF's trainer does not)."""
+    import subprocess
+    import sys
+
+    src = write_jsonl(tmp_path / "c.jsonl", small_docs * 1)
+    code = ("import sys; from realm.data.tokenizer import train_wordpiece; from realm.data.ingest import read_documents;"
+            "docs=list(read_documents(sys.argv[1])); t=train_wordpiece((x for d in docs for x in (d.title, d.text)),"
+            " sys.argv[2], vocab_size=200, min_frequency=1); print(t.hash)")
+    hashes = {subprocess.run([sys.executable, "-c", code, str(src), str(tmp_path / f"t{i}")], capture_output=True,
+                             text=True, check=True).stdout.strip() for i in range(2)}
+    assert len(hashes) == 1
+
+
+def test_wordpiece_learner_against_reference():
+    """The incremental learner makes the same merges as a plain recount-every-time BPE."""
+    from collections import Counter
+
+    from realm.data.wordpiece_trainer import learn_vocab
+
+    counts = Counter({"lower": 5, "lowest": 3, "newer": 6, "wider": 2, "new": 4, "low": 7})
+
+    def reference(counts, size):
+        seqs = {w: [w[0]] + ["##" + c for c in w[1:]] for w in sorted(counts)}
+        vocab = sorted({s for seq in seqs.values() for s in seq})
+        while len(vocab) < size:
+            pairs = Counter()
+            for w, seq in seqs.items():
+                for p in zip(seq, seq[1:]):
+                    pairs[p] += counts[w]
+            if not pairs:
+                break
+            best = min(pairs, key=lambda p: (-pairs[p], p))
+            new = best[0] + best[1][2:]
+            vocab.append(new)
+            for w, seq in seqs.items():
+                out, j = [], 0
+                while j < len(seq):
+                    if j + 1 < len(seq) and (seq[j], seq[j + 1]) == best:
+                        out.append(new)
+                        j += 2
+                    else:
+                        out.append(seq[j])
+                        j += 1
+                seqs[w] = out
+        return vocab
+
+    for size in (12, 16, 20, 25):
+        assert learn_vocab(counts, size, min_frequency=1) == reference(counts, size)

@@ -24,15 +24,6 @@ PEOPLE = [(f"{FIRST[i % 15]} {LAST[(i * 7) % 10]}", CITIES[i % 5]) for i in rang
 TRAIN = [QAExample(f"Where was {name} born?", (city,)) for name, city in PEOPLE[:12]]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread, and the test machine is shared."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("closed_book_world")
