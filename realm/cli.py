@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
+
+    from realm.convert.cli_commands import register as register_convert
+
+    register_convert(sub)
     return parser
 
 

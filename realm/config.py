@@ -60,6 +60,7 @@ class RetrieverConfig:
     proj_dim: int = 128  # Embed(x) = LayerNorm(W [CLS]) in R^128, as in REALM
     share_encoders: bool = True  # query and document encoders share BERT weights
     use_pooler: bool = False  # project BERT's pooler output (dense+tanh of [CLS]) as HF's port does
+    pooling: str = "cls"  # cls (REALM) | mean (masked mean of the last layer, as sentence-transformers models)
     query_len: int = 32
 
 

@@ -142,11 +142,13 @@ class ExactIndex:
       embeddings: numpy array (may be a ``np.memmap``; float, or uint16 = bf16 bits) or
         torch tensor. In-memory inputs are converted once at construction; memmaps are
         converted chunk by chunk at search time (pass ``preload=True`` to load them).
-      dtype: "fp32" (reference) or "bf16" (queries and blocks cast to bfloat16; the
-        score ranking then has ~3 significant digits, so near-ties may reorder).
+      dtype: "fp32" (reference) or "bf16" (queries and blocks cast to bfloat16 and the
+        scores come out of the matmul in bf16, i.e. ~2-3 significant digits: near-ties
+        reorder and exact ties are frequent; they are broken by lower id as always).
       chunk_size: number of blocks per matmul; bounds memory at Q*chunk_size scores.
       device: defaults to the embeddings' device (torch input), else the queries'
-        device at search time, else CPU.
+        device at search time, else CPU. For accelerator search pass ``device=`` (or a
+        tensor already there) so that preloaded embeddings are uploaded once.
     """
 
     def __init__(self, embeddings, dtype: str = "fp32", chunk_size: int = 65536,

@@ -24,20 +24,36 @@ from realm.config import RetrieverConfig
 from realm.models.bert import build_bert, load_hf_bert
 
 
-class Embedder(nn.Module):
-    """Embed(x) = LayerNorm(W h_[CLS] + b); ``h`` is the pooler output when ``use_pooler``."""
+POOLINGS = ("cls", "mean")
 
-    def __init__(self, bert: BertModel, proj_dim: int, use_pooler: bool = False):
+
+class Embedder(nn.Module):
+    """Embed(x) = LayerNorm(W h + b); ``h`` = the [CLS] vector (REALM), BERT's pooler output
+    (``use_pooler``, as HF's REALM port), or the masked mean of the last layer (``pooling="mean"``)."""
+
+    def __init__(self, bert: BertModel, proj_dim: int, use_pooler: bool = False, pooling: str = "cls"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
+        if use_pooler and pooling != "cls":
+            raise ValueError("use_pooler projects the [CLS] pooler output: it needs pooling='cls'")
         self.bert = bert
         self.use_pooler = use_pooler
+        self.pooling = pooling
         hidden = bert.config.hidden_size
         self.dense = nn.Linear(hidden, proj_dim)
         self.norm = nn.LayerNorm(proj_dim, eps=bert.config.layer_norm_eps)
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None) -> torch.Tensor:
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
-        h = out.pooler_output if self.use_pooler else out.last_hidden_state[:, 0]
+        if self.use_pooler:
+            h = out.pooler_output
+        elif self.pooling == "mean":
+            mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(-1)
+            mask = mask.to(out.last_hidden_state.dtype)
+            h = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1)
+        else:
+            h = out.last_hidden_state[:, 0]
         return self.norm(self.dense(h))
 
     def projection_state(self) -> dict[str, torch.Tensor]:
@@ -70,7 +86,8 @@ class Retriever(nn.Module):
     @classmethod
     def build(cls, cfg: RetrieverConfig, vocab_size: int, pad_id: int = 0) -> "Retriever":
         def embedder():
-            return Embedder(build_bert(cfg.encoder, vocab_size, pad_id, pooler=cfg.use_pooler), cfg.proj_dim, cfg.use_pooler)
+            return Embedder(build_bert(cfg.encoder, vocab_size, pad_id, pooler=cfg.use_pooler), cfg.proj_dim,
+                            cfg.use_pooler, cfg.pooling)
 
         q = embedder()
         return cls(q, None if cfg.share_encoders else embedder(), cfg.query_len)
@@ -86,7 +103,7 @@ class Retriever(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         meta = {"proj_dim": self.query.dense.out_features, "share_encoders": self.shared,
-                "use_pooler": self.query.use_pooler, "query_len": self.query_len,
+                "use_pooler": self.query.use_pooler, "pooling": self.query.pooling, "query_len": self.query_len,
                 "vocab_size": self.query.bert.config.vocab_size}
         (folder / "retriever.json").write_text(json.dumps(meta, indent=2))
         parts = [("query", self.query)] + ([] if self.shared else [("doc", self.doc)])
@@ -105,7 +122,7 @@ class Retriever(nn.Module):
 
         def embedder(name):
             bert = load_hf_bert(folder / f"{name}_encoder", pooler=meta["use_pooler"])
-            emb = Embedder(bert, meta["proj_dim"], meta["use_pooler"])
+            emb = Embedder(bert, meta["proj_dim"], meta["use_pooler"], meta.get("pooling", "cls"))
             emb.load_projection_state(load_file(str(folder / f"{name}_projection.safetensors")))
             return emb
 

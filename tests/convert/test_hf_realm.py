@@ -247,7 +247,7 @@ def test_cross_format_exports_differ_only_in_tied_keys(converted, tmp_path):
     assert_same_state(enc, b, skip={"cls.predictions.decoder.weight", "cls.predictions.decoder.bias"})
 
 
-def test_separate_query_tower_is_kept(tmp_path, ref):
+def test_separate_query_tower_is_kept(tmp_path):
     state, _ = read_hf_state(FIX / "scorer")
     state = {k: v.clone() for k, v in state.items()}
     state["query_embedder.cls.dense.bias"] += 1.0
