@@ -223,8 +223,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     from realm.convert.cli_commands import register as register_convert
+    from realm.serving.cli_commands import register as register_serving
+    from realm.serving.cli_commands import register_index_update
 
     register_convert(sub)
+    register_serving(sub)  # realm ask / realm serve
+    register_index_update(index)  # realm index update
     return parser
 
 

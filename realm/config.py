@@ -95,6 +95,8 @@ class PretrainConfig:
     refresh_mode: str = "async"  # async (separate process) | sync (training waits)
     stale_factor: int = 1  # ablation: refresh every stale_factor x refresh_every steps
     max_staleness: int = 0  # async: wait for the builder when the index is more steps behind (0 = never)
+    retriever_lr_scale: float = 1.0  # the retriever's learning rate relative to the encoder's
+    retriever_freeze_steps: int = 0  # first steps: only the encoder learns (it learns to read blocks first)
     checkpoint_every: int = 100
     log_every: int = 10
     bf16: bool = False

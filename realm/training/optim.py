@@ -16,12 +16,23 @@ def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float =
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def make_optimizer(params, lr: float, weight_decay: float = 0.01) -> torch.optim.Optimizer:
-    """AdamW; biases and LayerNorm weights get no weight decay. Fused on CPU/GPU where available."""
-    params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def make_optimizer(params, lr: float, weight_decay: float = 0.01, scaled: dict | None = None) -> torch.optim.Optimizer:
+    """AdamW; biases and LayerNorm weights get no weight decay. Fused on CPU/GPU where available.
+
+    ``scaled`` maps a name to ``(params, lr_scale)``: those parameters (taken out of ``params``) run at
+    ``lr_scale`` times the scheduled learning rate (see :func:`set_lr`).
+    """
+    groups = []
+    taken: set[int] = set()
+    for name, (extra, scale) in (scaled or {}).items():
+        extra = [p for p in extra if p.requires_grad]
+        taken.update(id(p) for p in extra)
+        groups += [{"params": [p for p in extra if p.dim() >= 2], "weight_decay": weight_decay, "lr_scale": scale, "name": name},
+                   {"params": [p for p in extra if p.dim() < 2], "weight_decay": 0.0, "lr_scale": scale, "name": name}]
+    params = [p for p in params if p.requires_grad and id(p) not in taken]
+    groups += [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
     try:
         return torch.optim.AdamW(groups, lr=lr, fused=True)
     except (RuntimeError, TypeError):
@@ -30,7 +41,7 @@ def make_optimizer(params, lr: float, weight_decay: float = 0.01) -> torch.optim
 
 def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
 
 
 def unique_parameters(*modules: nn.Module):

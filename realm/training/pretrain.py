@@ -124,7 +124,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id)
     retriever.to(device).train()
     encoder.to(device).train()
-    opt = make_optimizer(unique_parameters(retriever, encoder), pc.lr)
+    opt = make_optimizer(encoder.parameters(), pc.lr,
+                         scaled={"retriever": (list(retriever.parameters()), pc.retriever_lr_scale)})
     modules = {"retriever": retriever, "encoder": encoder}
     start, state = 0, {}
     ckpt = latest_checkpoint(run_dir)
@@ -179,6 +180,10 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
             t0 = time.time()
             lr = lr_at(step, pc.lr, pc.warmup, pc.steps)
             set_lr(opt, lr)
+            if step < pc.retriever_freeze_steps:  # the retriever waits until the encoder can use blocks
+                for g in opt.param_groups:
+                    if g.get("name") == "retriever":
+                        g["lr"] = 0.0
             rng = step_generator(cfg.seed, step)
             torch.manual_seed(cfg.seed * 1_000_003 + step)
             queries = pool.sample(rng, pc.batch_size)

@@ -1,0 +1,128 @@
+"""``realm ask``, ``realm serve`` and ``realm index update``: handlers and argparse registration.
+
+Wired into :mod:`realm.cli` with::
+
+    from realm.serving.cli_commands import register, register_index_update
+    register(sub)                   # adds `ask` and `serve` to the top-level subparsers
+    register_index_update(index)    # adds `update` to the `index` subparser group
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _threads(n: int | None) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_ask(args) -> int:
+    from realm.serving.answer import Answerer, format_answer
+
+    _threads(args.threads)
+    if not args.question.strip():
+        print("realm: error: the question is empty", file=sys.stderr)
+        return 2
+    if args.k is not None and args.k < 1:
+        print(f"realm: error: --k must be >= 1, got {args.k}", file=sys.stderr)
+        return 2
+    with Answerer(args.run_dir, device=args.device, max_k=max(args.k or 1, 20), max_batch=1) as answerer:
+        out = answerer.ask(args.question, args.k)
+    if args.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+    else:
+        style = "ansi" if sys.stdout.isatty() else "brackets"
+        print(format_answer(out, style=style, max_evidence=args.show))
+    return 0
+
+
+def cmd_serve(args) -> int:
+    from realm.serving.app import serve
+
+    _threads(args.threads)
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"realm: warning: binding {args.host}: /admin/reload has no authentication; put the service behind "
+              f"a proxy that blocks /admin/*", file=sys.stderr)
+    serve(args.run_dir, host=args.host, port=args.port, max_question_chars=args.max_question_chars, max_k=args.max_k,
+          watch=not args.no_watch, device=args.device, log_level=args.log_level)
+    return 0
+
+
+def cmd_index_update(args) -> int:
+    from realm.serving.update import update_index_report
+
+    _threads(args.threads)
+    report = update_index_report(args.run_dir, args.corpus, skip_bad=args.skip_bad, force=args.force,
+                                 device=args.device, progress=sys.stderr.isatty())
+    for line in report.get("skipped", {}).get("examples", []):
+        print(f"skipped: {line}", file=sys.stderr)
+    if report["unchanged"]:
+        print(f"corpus unchanged: index v{report['index_version']} kept (use --force to re-publish)", file=sys.stderr)
+    else:
+        print(f"published index v{report['index_version']} (was v{report['previous_version']}); a running "
+              f"`realm serve` picks it up within a second, or POST /admin/reload", file=sys.stderr)
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+    return 0
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
+    p.add_argument("--threads", type=_positive, help="torch CPU threads (default: torch's choice)")
+
+
+def register(subparsers) -> None:
+    """Add ``ask`` and ``serve`` to the top-level ``realm`` subparsers."""
+    p = subparsers.add_parser("ask", help="answer one question from a run folder",
+                              description="Retrieve the top-k blocks of the run's current index, read them, and "
+                                          "print the answer, its score and the evidence (the answer span is "
+                                          "bold on a terminal, [[bracketed]] otherwise).")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a servable run folder (holds run.json)")
+    p.add_argument("question")
+    p.add_argument("--k", type=_positive, help="blocks to retrieve and read (default: the run's top_k)")
+    p.add_argument("--json", action="store_true", help="print the full answer record as JSON")
+    p.add_argument("--show", type=_positive, default=None, help="evidence blocks to print (default: all k)")
+    _common(p)
+    p.set_defaults(func=cmd_ask)
+
+    p = subparsers.add_parser("serve", help="HTTP service + web page answering questions from a run folder",
+                              description="POST /ask, GET /health, GET /stats, POST /admin/reload, a page at /, "
+                                          "OpenAPI at /docs. Reloads within a second of `realm index update`.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s, loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--max-question-chars", type=_positive, default=500)
+    p.add_argument("--max-k", type=_positive, default=20)
+    p.add_argument("--no-watch", action="store_true", help="do not watch RUN/index/LATEST (reload via the API)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    _common(p)
+    p.set_defaults(func=cmd_serve)
+
+
+def register_index_update(index_subparsers) -> None:
+    """Add ``update`` to the ``realm index`` subparser group."""
+    p = index_subparsers.add_parser("update", help="publish a new corpus version for a run (no retraining)",
+                                    description="Pack the documents with the run's tokenizer and block shape, embed "
+                                                "them with the run's document encoder, publish a new index version.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--corpus", required=True, type=Path, help="documents: .jsonl, DPR-style .tsv, or folder of .txt")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip bad records (reported with a count) instead of failing")
+    p.add_argument("--force", action="store_true", help="publish even if the corpus is unchanged")
+    _common(p)
+    p.set_defaults(func=cmd_index_update)
