@@ -11,11 +11,17 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e ".[dev,minilm]"
 	touch $(STAMP)
 
+# Debian's Chromium for the browser test of the web page (skipped, with the reason, if it can't be had)
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	-(command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) \
+	  || echo "note: chromium not installed; the browser test will be skipped"
+
 .PHONY: setup demo test
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/realm demo $(ARGS)
 
-test: $(STAMP)
+test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/python -m pytest -q -n 2 $(ARGS)

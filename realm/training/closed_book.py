@@ -29,16 +29,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from realm.config import RunConfig, save_config
+from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, exact_match
 from realm.models.bert import autocast, bert_flops_per_token
 from realm.models.inputs import Specials, pair_inputs, query_inputs
 from realm.models.mlm import KnowledgeAugEncoder
-from realm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool
-from realm.training.optim import lr_at, make_optimizer, set_lr
+from realm.training.optim import make_optimizer
+from realm.training.run import begin_step, resume, start_run
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +94,9 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
                  encoder: KnowledgeAugEncoder | None = None) -> KnowledgeAugEncoder:
     """Pretrain (or resume) the baseline encoder in ``run_dir``; returns it (also saved in ``RUN/encoder``)."""
     # ---- setup
-    pc, run_dir = cfg.pretrain, Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    tok = store.tokenizer
-    sp = Specials.of(tok)
+    pc = cfg.pretrain
+    run = start_run(cfg, store, run_dir)
+    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     query_len = cfg.retriever.query_len
     if query_len > cfg.reader.encoder.max_positions:
         raise ValueError(f"retriever.query_len {query_len} exceeds reader.encoder.max_positions "
@@ -108,11 +105,7 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
     encoder.to(device).train()
     opt = make_optimizer(encoder.parameters(), pc.lr)
     modules = {"encoder": encoder}
-    start = 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, modules, opt)["step"]
-        log.info("resumed baseline MLM pretraining from %s (step %d)", ckpt, start)
+    start, _ = resume(run_dir, modules, opt, "baseline MLM pretraining")
     pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=query_len - 2, progress=progress)
     (run_dir / "pool.json").write_text(json.dumps({"sentences": pool.stats.sentences, "kept": pool.stats.kept,
                                                    "skipped": pool.stats.skipped}, indent=2))
@@ -123,10 +116,7 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
     try:
         for step in range(start, pc.steps):
             t0 = time.time()
-            lr = lr_at(step, pc.lr, pc.warmup, pc.steps)
-            set_lr(opt, lr)
-            rng = step_generator(cfg.seed, step)
-            torch.manual_seed(cfg.seed * 1_000_003 + step)  # dropout: a pure function of (seed, step)
+            lr, rng = begin_step(opt, step, cfg.seed, pc.lr, pc.warmup, pc.steps)
             loss, acc, tokens = mlm_step(encoder, pool.sample(rng, pc.batch_size), sp, query_len, device, pc.bf16)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -225,13 +215,8 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
         raise ValueError("no training questions")
     bf16 = bool(getattr(ft, "bf16", False))
     # ---- setup
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    tok = store.tokenizer
-    sp = Specials.of(tok)
+    run = start_run(cfg, store, run_dir)
+    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     query_len = cfg.retriever.query_len
     answer_ids = [tok.encode(ex.answers[0]) for ex in train]
     question_ids = [e.ids for e in tok.encode_batch([ex.question for ex in train])]
@@ -239,12 +224,8 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
     encoder.to(device).train()
     opt = make_optimizer(encoder.parameters(), ft.lr)
     modules = {"encoder": encoder}
-    start = 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, modules, opt)
-        start, slots = state["step"], int(state.get("answer_slots", slots))
-        log.info("resumed closed-book fine-tuning from %s (step %d)", ckpt, start)
+    start, state = resume(run_dir, modules, opt, "closed-book fine-tuning")
+    slots = int(state.get("answer_slots", slots))
     max_pos = encoder.bert.config.max_position_embeddings
     if query_len + slots + 1 > max_pos:
         raise ValueError(f"query_len {query_len} + answer slots {slots} + 1 exceeds max_positions {max_pos}")
@@ -261,10 +242,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
     try:
         for step in range(start, ft.steps):
             t0 = time.time()
-            lr = lr_at(step, ft.lr, ft.warmup, ft.steps)
-            set_lr(opt, lr)
-            rng = step_generator(cfg.seed, step)
-            torch.manual_seed(cfg.seed * 1_000_003 + step)
+            lr, rng = begin_step(opt, step, cfg.seed, ft.lr, ft.warmup, ft.steps)
             batch = rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False)
             inputs, positions = slot_inputs([question_ids[i] for i in batch], slots, sp, query_len)
             inputs = {k: v.to(device) for k, v in inputs.items()}

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from realm.config import RunConfig, save_config
+from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, has_answer
 from realm.index.exact import ExactIndex
@@ -35,10 +35,11 @@ from realm.models.bert import autocast
 from realm.models.inputs import Specials, query_inputs
 from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_index
 from realm.models.retriever import Retriever
-from realm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.losses import reader_loss
-from realm.training.optim import lr_at, make_optimizer, set_lr, unique_parameters
+from realm.training.optim import make_optimizer, unique_parameters
+from realm.training.run import begin_step, resume, start_run
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +123,8 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     if not train:
         raise ValueError("no training questions")
     # ---- setup
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    tok = store.tokenizer
-    sp = Specials.of(tok)
+    run = start_run(cfg, store, run_dir)
+    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     reader.max_query_len = cfg.retriever.query_len
     reader.to(device).train()
     modules: dict[str, torch.nn.Module] = {"reader": reader}
@@ -143,11 +139,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
             modules["query_encoder"] = retriever.query
     params = unique_parameters(*modules.values())
     opt = make_optimizer(params, ft.lr)
-    start = 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, modules, opt)["step"]
-        log.info("resumed fine-tuning from %s (step %d)", ckpt, start)
+    start, _ = resume(run_dir, modules, opt, "fine-tuning")
     blocks = BlockRetrieval(retrieval, store, cfg.reader.top_k, index_embeddings, retriever, bm25, device, bf16)
     answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
     continuation = continuation_ids(tok)
@@ -160,9 +152,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     # ---- train
     for step in range(start, ft.steps):
         t0 = time.time()
-        lr = lr_at(step, ft.lr, ft.warmup, ft.steps)
-        set_lr(opt, lr)
-        rng = step_generator(cfg.seed, step)
+        lr, rng = begin_step(opt, step, cfg.seed, ft.lr, ft.warmup, ft.steps)
         batch = rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False)
         questions = [train[i].question for i in batch]
         q_ids = [e.ids for e in tok.encode_batch(questions)]

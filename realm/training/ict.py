@@ -15,15 +15,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from realm.config import RunConfig, save_config
+from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.models.bert import bert_flops_per_token
-from realm.models.inputs import Specials, block_inputs, query_inputs
+from realm.models.inputs import block_inputs, query_inputs
 from realm.models.retriever import Retriever
-from realm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.losses import ict_accuracy, ict_loss
-from realm.training.optim import lr_at, make_optimizer, set_lr
+from realm.training.optim import make_optimizer
+from realm.training.run import begin_step, resume, start_run
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +63,13 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
               retriever: Retriever | None = None) -> Retriever:
     """Train (or resume) ICT in ``run_dir``; returns the trained retriever (also saved there)."""
     # ---- setup
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    tok = store.tokenizer
-    sp = Specials.of(tok)
+    run = start_run(cfg, store, run_dir)
+    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     if retriever is None:
         retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
     retriever.to(device).train()
     opt = make_optimizer(retriever.parameters(), cfg.ict.lr)
-    start = 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        start = load_checkpoint(ckpt, {"retriever": retriever}, opt)["step"]
-        log.info("resumed ICT from %s (step %d)", ckpt, start)
+    start, _ = resume(run_dir, {"retriever": retriever}, opt, "ICT")
     sampler = ICTSampler(store, cfg.retriever.query_len, cfg.ict.remove_prob)
     flops_tok = 3 * bert_flops_per_token(retriever.query.bert.config, 64)
     logger = MetricLogger(run_dir / "metrics.jsonl", cfg.ict.steps, "ICT", start, progress,
@@ -85,9 +77,8 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
     # ---- train
     for step in range(start, cfg.ict.steps):
         t0 = time.time()
-        lr = lr_at(step, cfg.ict.lr, cfg.ict.warmup, cfg.ict.steps)
-        set_lr(opt, lr)
-        queries, titles, bodies, _ = sampler.sample(step_generator(cfg.seed, step), cfg.ict.batch_size)
+        lr, rng = begin_step(opt, step, cfg.seed, cfg.ict.lr, cfg.ict.warmup, cfg.ict.steps)
+        queries, titles, bodies, _ = sampler.sample(rng, cfg.ict.batch_size)
         q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
         d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
         q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)

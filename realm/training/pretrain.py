@@ -24,18 +24,19 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from realm.config import RunConfig, save_config
+from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.index.build import build_index
 from realm.models.bert import autocast, bert_flops_per_token
 from realm.models.inputs import Specials, pair_inputs, query_inputs, store_block_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever
-from realm.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, step_generator
+from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.losses import marginal_mlm_loss, marginal_token_log_probs
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool
-from realm.training.optim import lr_at, make_optimizer, set_lr, unique_parameters
+from realm.training.optim import make_optimizer, unique_parameters
+from realm.training.run import begin_step, resume, start_run
 from realm.training.refresh import IndexBuilderProcess, IndexFollower, export_snapshot
 
 log = logging.getLogger(__name__)
@@ -109,13 +110,9 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     a later call resumes from it.
     """
     # ---- setup
-    pc, run_dir = cfg.pretrain, Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, run_dir / "config.yaml")
-    device = torch.device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    tok = store.tokenizer
-    sp = Specials.of(tok)
+    pc = cfg.pretrain
+    run = start_run(cfg, store, run_dir)
+    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     need = cfg.retriever.query_len + store.manifest["block_len"] + 1
     if need > cfg.reader.encoder.max_positions:
         raise ValueError(f"query_len + block_len + 1 = {need} exceeds reader.encoder.max_positions "
@@ -127,12 +124,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     opt = make_optimizer(encoder.parameters(), pc.lr,
                          scaled={"retriever": (list(retriever.parameters()), pc.retriever_lr_scale)})
     modules = {"retriever": retriever, "encoder": encoder}
-    start, state = 0, {}
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        state = load_checkpoint(ckpt, modules, opt)
-        start = state["step"]
-        log.info("resumed pretraining from %s (step %d)", ckpt, start)
+    start, state = resume(run_dir, modules, opt, "pretraining")
     ic = cfg.index
     interval = max(1, pc.refresh_every * pc.stale_factor)
     if pc.refresh_mode not in ("async", "sync"):
@@ -178,14 +170,11 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 tqdm.write(f"step {step}: swapped in index v{follower.version} "
                            f"(built from step {follower.manifest.encoder_step}, {follower.staleness(step)} steps behind)")
             t0 = time.time()
-            lr = lr_at(step, pc.lr, pc.warmup, pc.steps)
-            set_lr(opt, lr)
+            lr, rng = begin_step(opt, step, cfg.seed, pc.lr, pc.warmup, pc.steps)
             if step < pc.retriever_freeze_steps:  # the retriever waits until the encoder can use blocks
                 for g in opt.param_groups:
                     if g.get("name") == "retriever":
                         g["lr"] = 0.0
-            rng = step_generator(cfg.seed, step)
-            torch.manual_seed(cfg.seed * 1_000_003 + step)
             queries = pool.sample(rng, pc.batch_size)
             loss, stats, _, tokens = realm_step(queries, retriever, encoder, follower, store, sp, pc.top_k,
                                                 cfg.retriever.query_len, device, pc.bf16)

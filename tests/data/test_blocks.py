@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from realm.config import CorpusConfig
-from realm.data.blocks import BlockStore, pack_document, split_sentences
+from realm.data.blocks import pack_document, split_sentences
 from realm.data.corpus import build_corpus
 from tests.conftest import write_jsonl
 

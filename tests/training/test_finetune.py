@@ -69,7 +69,8 @@ def test_correct_spans_rule(world):
     ans = tok.encode("Varnholt")
     cont = continuation_ids(tok)
     partial = [i for i in tok.hf.get_vocab().values() if i in set(cont.tolist())][0]
-    body = np.array([7, *ans, 8, *ans, partial, 9, *ans], dtype=np.int64)  # middle match continues a word
+    a, b, c = (tok.encode(word)[0] for word in ("the", "in", "was"))  # whole-word tokens (no ## continuation)
+    body = np.array([a, *ans, b, *ans, partial, c, *ans], dtype=np.int64)  # middle match continues a word
     seq_len, start = 40, 5
     num = sum(seq_len - w for w in range(10))
     out = correct_spans([body], torch.tensor([start]), seq_len, num, [[ans, tok.encode("x y z w q r s t u v w")]],
