@@ -16,6 +16,7 @@ import argparse
 import datetime as dt
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -51,7 +52,7 @@ def make_data(kind: str, n: int, d: int, nq: int, seed: int = 0):
 
 
 def timed(fn, runs: int):
-    """(median seconds, last result) over ``runs`` calls after one warm-up call."""
+    """(median s, min s, last result) over ``runs`` calls after one warm-up call."""
     fn()
     times, res = [], None
     for _ in range(runs):
@@ -104,7 +105,7 @@ class Report:
                  f"latency = median (and min) of {a.runs} timed runs after a warm-up; "
                  f"recall@{a.k} vs exact fp32 on the same batch.", "",
                  *environment(),
-                 f"- command: `python {' '.join(sys.argv)}`", "",
+                 f"- command: `python {shlex.join(sys.argv)}`", "",
                  "| data | N | method | params | build s | ms/batch (median) | ms (min) "
                  f"| recall@{a.k} | load 1m/5m |",
                  "|---|---:|---|---|---:|---:|---:|---:|---|"]
@@ -124,9 +125,9 @@ def bench_one(report: Report, kind: str, n: int, args) -> None:
     k, runs = args.k, args.runs
     ref = None
 
-    def row(method, params, build, fn):
+    def row(method, params, build, index):
         nonlocal ref
-        med, mn, (_, ids) = timed(fn, runs)
+        med, mn, (_, ids) = timed(lambda: index.search(q, k), runs)
         if ref is None:
             ref = ids
         report.add(data=kind, n=n, method=method, params=params,
@@ -134,17 +135,16 @@ def bench_one(report: Report, kind: str, n: int, args) -> None:
                    ms=med * 1e3, ms_min=mn * 1e3, recall=recall(ids, ref))
 
     idx = ExactIndex(emb, dtype="fp32", chunk_size=args.chunk)
-    row("exact torch fp32", f"chunk={args.chunk}", None, lambda: idx.search(q, k))
+    row("exact torch fp32", f"chunk={args.chunk}", None, idx)
     if "exact_bf16" in args.methods:
         t = time.perf_counter()
         idx = ExactIndex(emb, dtype="bf16", chunk_size=args.chunk)
-        row("exact torch bf16", f"chunk={args.chunk}", time.perf_counter() - t,
-            lambda: idx.search(q, k))
+        row("exact torch bf16", f"chunk={args.chunk}", time.perf_counter() - t, idx)
     del idx
     if "faiss_flat" in args.methods:
         t = time.perf_counter()
         fidx = FaissIndex(emb, "flat")
-        row("faiss flat", "IndexFlatIP", time.perf_counter() - t, lambda: fidx.search(q, k))
+        row("faiss flat", "IndexFlatIP", time.perf_counter() - t, fidx)
         del fidx
     if "faiss_hnsw" in args.methods and not (n >= 1_000_000 and kind in args.skip_1m_hnsw):
         t = time.perf_counter()
@@ -152,8 +152,7 @@ def bench_one(report: Report, kind: str, n: int, args) -> None:
         build = time.perf_counter() - t
         for ef in args.ef_search:
             fidx.set_search_params(ef_search=ef)
-            row("faiss HNSW", f"M={args.hnsw_m} efC={args.ef_construction} ef={ef}", build,
-                lambda: fidx.search(q, k))
+            row("faiss HNSW", f"M={args.hnsw_m} efC={args.ef_construction} ef={ef}", build, fidx)
         del fidx
     if "faiss_ivfpq" in args.methods and not (n >= 1_000_000 and kind in args.skip_1m_ivfpq):
         nlist = int(2 ** round(np.log2(4 * np.sqrt(n))))
@@ -164,8 +163,7 @@ def bench_one(report: Report, kind: str, n: int, args) -> None:
             fidx.set_search_params(nprobe=nprobe, rerank=rerank, rerank_factor=10)
             label = f"nlist={nlist} m={args.pq_m}x8b nprobe={nprobe}" + \
                 (" rerank x10" if rerank else "")
-            row("faiss IVF-PQ" + (" +rerank" if rerank else ""), label, build,
-                lambda: fidx.search(q, k))
+            row("faiss IVF-PQ" + (" +rerank" if rerank else ""), label, build, fidx)
         del fidx
 
 

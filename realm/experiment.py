@@ -143,6 +143,25 @@ class Experiment:
                             finetuned_recall5=dev.get(f"recall@{k}"), test_recall5=test.get(f"recall@{k}"),
                             notes={"no_correct_span_frac": summary.get("no_correct_span_frac")})
 
+    def retrieval_table(self) -> list[dict]:
+        """Zero-shot recall@k on dev: BM25, an untrained dense retriever, ICT, REALM (those that exist)."""
+        import torch
+
+        from realm.evaluation.retrieval import evaluate_retrieval
+        from realm.evaluation.searchers import bm25_searcher, dense_searcher
+        from realm.models.retriever import Retriever
+
+        tok = self.store.tokenizer
+        torch.manual_seed(self.cfg.seed)
+        candidates = [("BM25", bm25_searcher(self.store)),
+                      ("dense, untrained", dense_searcher(Retriever.build(self.cfg.retriever, tok.vocab_size, tok.pad_id),
+                                                         self.store, device=self.cfg.device))]
+        for label, folder in [("dense, ICT", self.stages / "ict" / "retriever"),
+                              ("dense, ICT + REALM pretraining", self.stages / "realm_pretrain" / "retriever")]:
+            if (folder / "retriever.json").exists():
+                candidates.append((label, dense_searcher(folder, self.store, device=self.cfg.device)))
+        return [evaluate_retrieval(search, self.store, self.qa["dev"], name=label) for label, search in candidates]
+
     # ---- systems --------------------------------------------------------------------------------
     def closed_book(self) -> SystemResult:
         from realm.training.closed_book import evaluate_closed_book, finetune_closed_book
@@ -237,12 +256,16 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
         res.system = f"realm ({label})"
         res.wall_s = round(time.time() - t0, 1)
         results.append(res)
-    report = {"config": str(exp.out / "config.yaml"), "corpus": exp.store.manifest,
+    retrieval = exp.retrieval_table()
+    report = {"config": str(exp.out / "config.yaml"), "corpus": exp.store.manifest, "retrieval_dev": retrieval,
               "questions": {k: len(v) for k, v in exp.qa.items()}, "stage_seconds": exp.timings,
               "total_seconds": round(time.time() - t_start, 1), "systems": [r.__dict__ for r in results]}
     (exp.out / "results.json").write_text(json.dumps(report, indent=2))
+    from realm.evaluation.retrieval import format_table
+
     table = results_table(results)
-    (exp.out / "results.md").write_text(table + "\n")
+    retrieval_md = format_table(retrieval)
+    (exp.out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n")
     from realm.evaluation.plots import plot_bars
 
     plot_bars([r.system for r in results], {"test EM": [100 * (r.test_em or 0) for r in results],
@@ -250,6 +273,7 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
                                             "zero-shot R@5 (dev)": [100 * (r.zero_shot_recall5 or 0) for r in results]},
               exp.out / "results.png", title="realm experiment", ylabel="%")
     print(table)
+    print("\nzero-shot retrieval, dev questions:\n" + retrieval_md)
     print(f"\nresults: {exp.out / 'results.json'}, {exp.out / 'results.md'}, {exp.out / 'results.png'} "
           f"(total {report['total_seconds']:.0f} s)")
     return report

@@ -23,6 +23,9 @@ def test_experiment_runs_unchanged_on_another_corpus(tmp_path):
     for name in ("bm25_reader", "ict_reader", "realm"):
         assert 0.0 <= systems[name]["zero_shot_recall5"] <= 1.0
     assert report["questions"]["train"] > 0 and report["corpus"]["num_docs"] == 70
+    names = [r["retriever"] for r in report["retrieval_dev"]]
+    assert names == ["BM25", "dense, untrained", "dense, ICT", "dense, ICT + REALM pretraining"]
+    assert all(0.0 <= r["recall@5"] <= r["recall@20"] <= 1.0 for r in report["retrieval_dev"])
     table = (out / "results.md").read_text()
     assert "| realm |" in table and (out / "results.png").stat().st_size > 1000
     # the servable model folder is complete
