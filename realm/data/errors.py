@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ class SkipReport:
     examples: list[str] = field(default_factory=list)
 
     def add(self, err: InputError) -> None:
-        self.reasons[err.message.split(":")[0]] += 1
+        self.reasons[re.split(r"[:('\"]", err.message, maxsplit=1)[0].strip()] += 1
         if len(self.examples) < 20:
             self.examples.append(str(err))
 

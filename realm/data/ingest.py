@@ -65,7 +65,7 @@ def _read_jsonl(path: Path) -> Iterator[Document | InputError]:
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line.rstrip("\r\n"))
                 except json.JSONDecodeError as e:
                     raise InputError(path, lineno, f"malformed JSON: {e.msg} (column {e.colno})") from None
                 if not isinstance(obj, dict):

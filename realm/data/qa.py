@@ -72,7 +72,7 @@ def read_qa(path: str | Path, skip: SkipReport | None = None) -> list[QAExample]
                 if not line.strip():
                     continue
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line.rstrip("\r\n"))
                 except json.JSONDecodeError as e:
                     raise InputError(path, lineno, f"malformed JSON: {e.msg} (column {e.colno})") from None
                 if not isinstance(obj, dict):
