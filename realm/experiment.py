@@ -270,7 +270,8 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
 
     plot_bars([r.system for r in results], {"test EM": [100 * (r.test_em or 0) for r in results],
                                             "dev EM": [100 * (r.dev_em or 0) for r in results],
-                                            "zero-shot R@5 (dev)": [100 * (r.zero_shot_recall5 or 0) for r in results]},
+                                            "zero-shot R@5 (dev)": [None if r.zero_shot_recall5 is None else 100 * r.zero_shot_recall5
+                                                                   for r in results]},
               exp.out / "results.png", title="realm experiment", ylabel="%")
     print(table)
     print("\nzero-shot retrieval, dev questions:\n" + retrieval_md)
