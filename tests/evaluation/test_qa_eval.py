@@ -22,14 +22,6 @@ JOBS = ["cartographer", "glassblower", "weaver", "miller"]
 EXAMPLES = [QAExample(f"Where was {n} born?", (c,)) for n, c in PEOPLE]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a busy machine makes it costly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):

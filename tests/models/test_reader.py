@@ -18,14 +18,6 @@ SP = Specials(cls_id=2, sep_id=3, pad_id=0, mask_id=4)
 VOCAB = 50
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a busy machine makes it costly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_cfg(**kw) -> ReaderConfig:
     enc = EncoderConfig(layers=1, hidden=32, heads=2, intermediate=64, max_positions=64)

@@ -59,13 +59,6 @@ def corpus_subset(run: Path, out: Path, keep: int) -> BlockStore:
     return build_corpus(docs, out / "corpus", cfg, progress=False)[0]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):

@@ -6,7 +6,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -21,13 +20,6 @@ ANSWER_FIELDS = {"question", "answer", "score", "k", "index_version", "corpus_ha
 EVIDENCE_FIELDS = {"rank", "block", "doc_id", "title", "text", "retrieval_score", "retrieval_prob", "answer_start",
                    "answer_end"}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -33,13 +33,6 @@ RETRIEVER_STEPS, READER_STEPS, ROUNDS = 200, 450, 3
 EDITS = 5
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _same_shape(store) -> CorpusConfig:
     return CorpusConfig(block_len=store.manifest["block_len"], title_len=store.manifest["title_len"],

@@ -25,14 +25,6 @@ PEOPLE = [(f"{FIRST[i]} {LAST[i % len(LAST)]}", CITIES[i % len(CITIES)], JOBS[i 
 TRAIN = [QAExample(f"Where was {name} born?", (city,)) for name, city, _ in PEOPLE]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from a second thread, and a busy machine makes it costly."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
