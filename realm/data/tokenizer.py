@@ -30,6 +30,10 @@ class WordPiece:
         if not isinstance(backend, Tokenizer):
             raise ValueError(f"{self.folder}: a fast (Rust-backed) tokenizer is required")
         self.backend: Tokenizer = backend
+        # Tokenizer folders may carry truncation/padding settings (sentence-transformers models cut at
+        # 128 tokens and pad batches): corpus tokenization must see every token and nothing else.
+        self.backend.no_truncation()
+        self.backend.no_padding()
         self.pad_id = self.hf.pad_token_id
         self.cls_id = self.hf.cls_token_id
         self.sep_id = self.hf.sep_token_id

@@ -151,3 +151,24 @@ def test_wordpiece_learner_against_reference():
 
     for size in (12, 16, 20, 25):
         assert learn_vocab(counts, size, min_frequency=1) == reference(counts, size)
+
+
+def test_tokenizer_folder_with_truncation_and_padding_loses_nothing(tmp_path, corpus, small_docs):
+    """A tokenizer saved with truncation at 8 tokens and batch padding (as sentence-transformers
+    models ship) must still tokenize whole documents, without [PAD] tokens."""
+    import shutil
+
+    folder = tmp_path / "tok"
+    shutil.copytree(corpus.folder / "tokenizer", folder)
+    spec = json.loads((folder / "tokenizer.json").read_text())
+    spec["truncation"] = {"direction": "Right", "max_length": 8, "strategy": "LongestFirst", "stride": 0}
+    spec["padding"] = {"strategy": "BatchLongest", "direction": "Right", "pad_to_multiple_of": None, "pad_id": 0,
+                       "pad_type_id": 0, "pad_token": "[PAD]"}
+    (folder / "tokenizer.json").write_text(json.dumps(spec))
+    src = write_jsonl(tmp_path / "c.jsonl", small_docs)
+    store, _ = build_corpus(src, tmp_path / "c", CorpusConfig(block_len=16, tokenizer=str(folder)), progress=False)
+    for d_idx, doc in enumerate(store.docs):
+        rows = np.flatnonzero(np.asarray(store.block_doc) == d_idx)
+        joined = [t for r in rows for t in store.body_ids(int(r)).tolist()]
+        assert joined == corpus.tokenizer.encode(doc["text"]) and len(joined) > 8
+        assert store.tokenizer.pad_id not in joined
