@@ -26,6 +26,9 @@ from pathlib import Path
 from typing import Sequence
 
 import bm25s
+import logging as _logging
+
+_logging.getLogger("bm25s").setLevel(_logging.WARNING)  # its index build logs at DEBUG
 import numpy as np
 
 from realm.index.exact import Exclude, _check_exclude, topk_sorted
