@@ -1,3 +1,4 @@
+import os
 import threading
 
 import numpy as np
@@ -6,7 +7,7 @@ import torch
 
 from realm.config import load_config
 from realm.index.store import open_index
-from realm.models.inputs import Specials
+from realm.models.inputs import Specials, query_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever
 from realm.training.checkpoint import step_generator
@@ -24,13 +25,19 @@ def _models(cfg, store):
             KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id))
 
 
-def test_own_block_is_never_a_candidate(tiny_corpus, tmp_path):
-    store, _ = tiny_corpus
+def _setup(store, tmp_path):
+    """Tiny models and an index of the corpus embedded by their document encoder."""
     cfg = load_config("tiny")
     retriever, encoder = _models(cfg, store)
     build_index(retriever.doc, store, tmp_path / "index", encoder="t", encoder_step=0, progress=False)
     follower = IndexFollower(tmp_path / "index", store.corpus_hash, cfg.retriever.proj_dim)
     follower.load()
+    return cfg, retriever, encoder, follower
+
+
+def test_own_block_is_never_a_candidate(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
     pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
     sp = Specials.of(store.tokenizer)
     own_in_plain_search = 0
@@ -38,8 +45,7 @@ def test_own_block_is_never_a_candidate(tiny_corpus, tmp_path):
         queries = pool.sample(step_generator(0, step), 8)
         with torch.no_grad():
             _, _, ids, _ = realm_step(queries, retriever, encoder, follower, store, sp, 6, cfg.retriever.query_len, "cpu")
-            q_emb = retriever.query(**__import__("realm.models.inputs", fromlist=["x"]).query_inputs(
-                [q.input_ids for q in queries], sp, cfg.retriever.query_len))
+            q_emb = retriever.query(**query_inputs([q.input_ids for q in queries], sp, cfg.retriever.query_len))
         _, plain = follower.index.search(q_emb, 5)
         for b, q in enumerate(queries):
             assert q.block not in ids[b].tolist()
@@ -101,7 +107,7 @@ def test_async_refresh_builds_versions_in_another_process(tiny_corpus, tmp_path)
     log = (run / "index-builder.log").read_text()
     built = [line for line in log.splitlines() if "built v" in line]
     assert len(built) >= 2, log
-    assert "pid" in built[0] and str(__import__("os").getpid()) not in built[0]
+    assert "pid" in built[0] and str(os.getpid()) not in built[0]
     rows = read_metrics(run / "metrics.jsonl")
     assert sum(r["index/swapped"] for r in rows) >= 2
     assert max(r["index/version"] for r in rows) >= 3
@@ -111,11 +117,7 @@ def test_async_refresh_builds_versions_in_another_process(tiny_corpus, tmp_path)
 
 def test_pretraining_reaches_both_encoders(tiny_corpus, tmp_path):
     store, _ = tiny_corpus
-    cfg = load_config("tiny")
-    retriever, encoder = _models(cfg, store)
-    build_index(retriever.doc, store, tmp_path / "index", encoder="t", encoder_step=0, progress=False)
-    follower = IndexFollower(tmp_path / "index", store.corpus_hash, cfg.retriever.proj_dim)
-    follower.load()
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
     retriever.untie()
     pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
     loss, stats, _, _ = realm_step(pool.sample(step_generator(0, 0), 4), retriever, encoder, follower, store,
