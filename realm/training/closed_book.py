@@ -213,7 +213,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
     ft = cfg.finetune
     if not train:
         raise ValueError("no training questions")
-    bf16 = bool(getattr(ft, "bf16", False))
+    bf16 = ft.bf16
     # ---- setup
     run = start_run(cfg, store, run_dir)
     run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
@@ -235,7 +235,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
     (run_dir / CLOSED_BOOK_FILE).write_text(json.dumps(
         {"answer_slots": slots, "query_len": query_len, "train_questions": len(train),
          "answers_truncated": truncated, "answer_len_max": max(len(a) for a in answer_ids)}, indent=2))
-    checkpoint_every = checkpoint_every or getattr(ft, "checkpoint_every", None)
+    checkpoint_every = checkpoint_every or ft.checkpoint_every
     logger = MetricLogger(run_dir / "metrics.jsonl", ft.steps, "closed-book QA", start, progress,
                           bar_keys=("loss/total", "train/slot_acc", "perf/tokens_per_s"))
     # ---- train

@@ -119,7 +119,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     those exist (else: checkpoint at the end only, fp32).
     """
     ft = cfg.finetune
-    bf16 = bool(getattr(ft, "bf16", False)) if bf16 is None else bf16
+    bf16 = ft.bf16 if bf16 is None else bf16
     if not train:
         raise ValueError("no training questions")
     # ---- setup
@@ -144,7 +144,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
     continuation = continuation_ids(tok)
     text_cache: dict[int, str] = {}
-    checkpoint_every = checkpoint_every or getattr(ft, "checkpoint_every", None)
+    checkpoint_every = checkpoint_every or ft.checkpoint_every
     logger = MetricLogger(run_dir / "metrics.jsonl", ft.steps, f"finetune ({retrieval})", start, progress,
                           bar_keys=("loss/total", "train/recall", "perf/tokens_per_s"))
     totals = {"questions": 0, "no_correct_span": 0, "no_answer_block": 0}
