@@ -115,8 +115,8 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
              retrieval: str = "dense", bm25=None, checkpoint_every: int | None = None, bf16: bool | None = None) -> dict:
     """Fine-tune (or resume) ``reader`` (+ the query encoder) on ``train``; returns a summary dict.
 
-    ``checkpoint_every`` / ``bf16`` default to ``cfg.finetune.checkpoint_every`` / ``cfg.finetune.bf16`` when
-    those exist (else: checkpoint at the end only, fp32).
+    ``checkpoint_every`` / ``bf16`` default to ``cfg.finetune.checkpoint_every`` (0: only at the end) /
+    ``cfg.finetune.bf16``.
     """
     ft = cfg.finetune
     bf16 = ft.bf16 if bf16 is None else bf16
