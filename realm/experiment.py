@@ -227,6 +227,8 @@ class Experiment:
             rows = read_metrics(metrics)
             tail = rows[-max(1, len(rows) // 10):]
             res.notes["final_retrieval_utility"] = sum(r["retrieval/utility"] for r in tail) / len(tail)
+            adv = [r["retrieval/evidence_advantage"] for r in tail if r.get("retrieval/evidence_advantage") is not None]
+            res.notes["final_evidence_advantage"] = sum(adv) / len(adv) if adv else None
         return res
 
 

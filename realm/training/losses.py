@@ -206,6 +206,38 @@ def marginal_mlm_loss(
     return loss, stats
 
 
+def evidence_advantage(token_log_probs: Tensor, token_mask: Tensor, evidence: Tensor,
+                       candidate_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Does the knowledge-augmented encoder read the block?  A diagnostic, not a loss.
+
+    For each example, ``s_z`` = mean over its masked tokens of ``log p(y_j|z,x)``.  Its advantage is
+    (mean ``s_z`` over the evidence candidates: those whose body contains the masked span) minus
+    (mean ``s_z`` over the other real candidates).  REALM's retriever gradient is
+    ``p(z|y,x) − p(z|x)``, so an encoder whose advantage is ~0 gives the retriever no signal.
+
+    Args:
+        token_log_probs: ``[B, K, M]`` as in :func:`marginal_mlm_loss`.
+        token_mask: ``[B, M]`` bool.
+        evidence: ``[B, K]`` bool, True where candidate ``z`` contains the masked span.
+        candidate_mask: ``[B, K]`` bool, True for real blocks (False for the null block and padding).
+    Returns:
+        ``(mean advantage over the examples that have both kinds of candidate, number of such
+        examples)``; the mean is ``0`` when there are none.
+    """
+    mask = token_mask.to(torch.bool)
+    tlp = torch.where(mask[:, None, :], token_log_probs, torch.zeros_like(token_log_probs)).detach()
+    per_cand = tlp.sum(-1) / mask.sum(-1, keepdim=True).clamp(min=1).to(tlp.dtype)  # [B, K]
+    ev = evidence.to(torch.bool) & candidate_mask.to(torch.bool)
+    other = ~evidence.to(torch.bool) & candidate_mask.to(torch.bool)
+    n_ev, n_other = ev.sum(-1), other.sum(-1)
+    both = (n_ev > 0) & (n_other > 0) & mask.any(-1)
+    mean_ev = (per_cand * ev).sum(-1) / n_ev.clamp(min=1)
+    mean_other = (per_cand * other).sum(-1) / n_other.clamp(min=1)
+    adv = torch.where(both, mean_ev - mean_other, torch.zeros_like(mean_ev))
+    count = both.sum()
+    return adv.sum() / count.clamp(min=1).to(adv.dtype), count
+
+
 # --------------------------------------------------------------------------------------------------
 # Reader (ORQA / REALM fine-tuning)
 # --------------------------------------------------------------------------------------------------

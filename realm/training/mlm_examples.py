@@ -105,6 +105,16 @@ class MaskedSentencePool:
         return out
 
 
+def contains_span(body, span) -> bool:
+    """Does ``span`` (the masked tokens, in order) occur contiguously in ``body``?"""
+    body, span = np.asarray(body), np.asarray(span)
+    n = len(span)
+    if n == 0 or n > len(body):
+        return False
+    starts = np.flatnonzero(body[: len(body) - n + 1] == span[0])  # cheap: compare only where the first token matches
+    return any(np.array_equal(body[i:i + n], span) for i in starts)
+
+
 def crop(ex: MaskedExample, max_tokens: int, block: int) -> MaskedQuery:
     """Cut a long sentence to a ``max_tokens`` window that keeps every masked position."""
     ids, pos = np.asarray(ex.input_ids), np.asarray(ex.positions)

@@ -33,8 +33,8 @@ from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever
 from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
-from realm.training.losses import marginal_mlm_loss, marginal_token_log_probs
-from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool
+from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
+from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span
 from realm.training.optim import make_optimizer, unique_parameters
 from realm.training.run import begin_step, resume, start_run
 from realm.training.refresh import IndexBuilderProcess, IndexFollower, export_snapshot
@@ -83,6 +83,12 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
         marginal = marginal_token_log_probs(logits.detach(), mlm_logits.detach().float().view(B, K, M, -1))
         correct = marginal.argmax(-1) == targets
     loss, stats = marginal_mlm_loss(logits, tlp, token_mask, null_index=K - 1, marginal_pred_correct=correct)
+    # does the encoder read? (the retriever learns only from blocks that change p(y|z,x))
+    evidence = torch.tensor([[i >= 0 and contains_span(store.body_ids(int(i)), q.targets) for i in ids[b]] + [False]
+                             for b, q in enumerate(queries)], device=device)
+    real = torch.cat([~missing[:, :-1], torch.zeros(B, 1, dtype=torch.bool, device=device)], dim=1)
+    stats["evidence_advantage"], stats["evidence_compared"] = evidence_advantage(tlp, token_mask, evidence, real)
+    stats["evidence_rate"] = evidence.any(-1).float().mean()
     tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum() + pair_in["attention_mask"].sum())
     return loss, stats, ids, tokens
 
@@ -188,6 +194,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 "loss/mlm": loss.item(), "acc/masked": stats["masked_accuracy"].item(),
                 "retrieval/utility": stats["retrieval_utility"].item(),
                 "retrieval/entropy": stats["retrieval_entropy"].item(),
+                "retrieval/evidence_rate": stats["evidence_rate"].item(),
+                "retrieval/evidence_advantage": stats["evidence_advantage"].item() if stats["evidence_compared"] else None,
                 "index/version": follower.version, "index/staleness": follower.staleness(step),
                 "index/swapped": int(swapped), "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
                 "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12})
@@ -216,8 +224,9 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     try:
         from realm.evaluation.plots import plot_metrics
 
-        plot_metrics(run_dir / "metrics.jsonl", ["loss/mlm", "retrieval/utility", "acc/masked", "index/staleness"],
-                     run_dir / "curves.png", title="REALM pretraining")
+        keys = ["loss/mlm", "retrieval/utility", "acc/masked", "retrieval/evidence_advantage", "retrieval/evidence_rate",
+                "index/staleness"]
+        plot_metrics(run_dir / "metrics.jsonl", keys, run_dir / "curves.png", title="REALM pretraining")
     except Exception as e:  # a plot must never fail a finished run
         log.warning("could not plot curves: %s", e)
     return retriever, encoder

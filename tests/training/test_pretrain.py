@@ -12,7 +12,7 @@ from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever
 from realm.training.checkpoint import step_generator
 from realm.training.logger import read_metrics
-from realm.training.mlm_examples import MaskedSentencePool
+from realm.training.mlm_examples import MaskedSentencePool, contains_span
 from realm.training.pretrain import pretrain, realm_step
 from realm.training.refresh import IndexFollower
 from realm.index.build import build_index
@@ -123,6 +123,18 @@ def test_pretraining_reaches_both_encoders(tiny_corpus, tmp_path):
     loss, stats, _, _ = realm_step(pool.sample(step_generator(0, 0), 4), retriever, encoder, follower, store,
                                    Specials.of(store.tokenizer), 4, cfg.retriever.query_len, "cpu")
     loss.backward()
+    assert 0.0 <= stats["evidence_rate"].item() <= 1.0 and torch.isfinite(stats["evidence_advantage"])
     for name, module in [("query", retriever.query), ("doc", retriever.doc), ("encoder", encoder)]:
         grads = [p.grad.abs().sum().item() for p in module.parameters() if p.grad is not None]
         assert grads and sum(grads) > 0, name
+
+
+def test_contains_span_brute_force():
+    assert contains_span([5, 6, 7, 8], [6, 7]) and contains_span([5, 6, 7], [5, 6, 7])
+    assert not contains_span([5, 6, 7, 8], [7, 6]) and not contains_span([5, 6], [5, 6, 7])
+    assert not contains_span([5, 6], []) and not contains_span([], [1])
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        body, span = rng.integers(0, 4, rng.integers(0, 12)).tolist(), rng.integers(0, 4, rng.integers(1, 4)).tolist()
+        as_text = " " + " ".join(map(str, body)) + " "
+        assert contains_span(body, span) == (" " + " ".join(map(str, span)) + " " in as_text)
