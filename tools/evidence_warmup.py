@@ -18,6 +18,7 @@ import torch
 from realm.data.blocks import BlockStore
 from realm.models.inputs import Specials, pair_inputs
 from realm.models.mlm import KnowledgeAugEncoder
+from realm.training.closed_book import mlm_batch
 from realm.training.mlm_examples import MaskedSentencePool, contains_span
 from realm.training.optim import make_optimizer
 from realm.training.run import begin_step
@@ -59,13 +60,7 @@ def main() -> None:
             blocks.append(bodies[found[int(rng.integers(len(found)))]] if use else bodies[int(rng.integers(len(bodies)))])
             is_evidence.append(use)
         pin, _, _ = pair_inputs([x.input_ids for x in queries], blocks, sp, 32)
-        M = max(len(x.positions) for x in queries)
-        pos = torch.zeros(args.batch, M, dtype=torch.long)
-        tgt = torch.zeros(args.batch, M, dtype=torch.long)
-        mask = torch.zeros(args.batch, M, dtype=torch.bool)
-        for b, x in enumerate(queries):
-            n = len(x.positions)
-            pos[b, :n], tgt[b, :n], mask[b, :n] = torch.from_numpy(x.positions + 1), torch.from_numpy(x.targets), True
+        _, pos, tgt, mask = mlm_batch(queries, sp, 32)  # the sentence sits at the same positions in a pair
         tlp, logits = enc.target_log_probs(pin, pos, tgt)
         loss = -(tlp * mask).sum() / mask.sum()
         opt.zero_grad()
