@@ -142,6 +142,12 @@ def cmd_experiment(args) -> int:
         cfg.experiment.systems = args.systems
     if args.ablations:
         cfg.experiment.ablations = args.ablations
+    if args.seeds:
+        from realm.seeds import parse_seeds, run_seeds
+
+        run_seeds(cfg, parse_seeds(args.seeds), Path(args.out),
+                  lambda c, out: run_experiment(c, args.corpus, args.train, args.dev, args.test, out))
+        return 0
     run_experiment(cfg, args.corpus, args.train, args.dev, args.test, args.out)
     return 0
 
@@ -150,6 +156,11 @@ def cmd_demo(args) -> int:
     from realm.pipeline import run_demo
 
     cfg = _config(args)
+    if args.seeds:
+        from realm.seeds import parse_seeds, run_seeds
+
+        run_seeds(cfg, parse_seeds(args.seeds), Path(args.out), run_demo)
+        return 0
     run_demo(cfg, Path(args.out))
     return 0
 
@@ -214,11 +225,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--systems", help="comma-separated subset of closed_book,bm25_reader,ict_reader,realm")
     p.add_argument("--ablations", help="comma-separated: uniform_masks,span_masks,stale_index")
+    p.add_argument("--seeds", help="comma-separated training seeds: one experiment each in OUT/seed-N, then mean ± sd")
     _add_config_args(p)
     p.set_defaults(func=cmd_experiment)
 
     p = sub.add_parser("demo", help="the main job on the built-in world")
     p.add_argument("--out", type=Path, default=Path("runs/demo"))
+    p.add_argument("--seeds", help="comma-separated training seeds: one demo each in OUT/seed-N, then mean ± sd")
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
 

@@ -83,6 +83,29 @@ class ICTConfig:
 
 
 @dataclass
+class ReadingConfig:
+    """Reading warm start of the knowledge-augmented encoder: counterfactual span substitution.
+
+    It plays BERT's role in ``realm experiment``: every system's encoder starts from it. Rows are
+    (masked sentence, block) pairs: ``plain_share`` of them read the null block and predict the real
+    span (plain masked LM); the rest read a block in which the span was replaced by another salient
+    span of the same length, which becomes the target (see ``realm/training/counterfactual.py``).
+    """
+
+    steps: int = 0  # 0 = off (the shared encoder is plain masked LM for experiment.mlm_steps)
+    batch_size: int = 32
+    lr: float = 5e-4
+    warmup: int = 50
+    plain_share: float = 0.25  # rows that read the null block and predict the real span
+    evidence_share: float = 0.7  # of counterfactual rows, once the curriculum starts: another document's block
+    curriculum_start: float = 0.6  # share of the steps (own block only) before evidence rows start
+    probe_every: int = 250  # steps between reading-probe measurements (0 = only at the end)
+    probe_rows: int = 200
+    checkpoint_every: int = 500
+    bf16: bool = True  # bf16 autocast (AMX); the loss and the probe stay in fp32
+
+
+@dataclass
 class PretrainConfig:
     steps: int = 400
     batch_size: int = 16
@@ -100,6 +123,8 @@ class PretrainConfig:
     checkpoint_every: int = 100
     log_every: int = 10
     bf16: bool = False
+    reading_rows: int = 0  # counterfactual reading rows added to each batch (keeps the encoder reading)
+    probe_every: int = 0  # steps between reading-probe / dev-recall measurements (0 = off)
 
 
 @dataclass
@@ -121,6 +146,7 @@ class FinetuneConfig:
     train_query_encoder: bool = True
     checkpoint_every: int = 0  # 0 = only at the end
     bf16: bool = False
+    counterfactual: float = 0.0  # share of training questions whose answer is swapped in the retrieved blocks
 
 
 @dataclass
@@ -145,6 +171,7 @@ class RunConfig:
     retriever: RetrieverConfig = field(default_factory=RetrieverConfig)
     index: IndexConfig = field(default_factory=IndexConfig)
     ict: ICTConfig = field(default_factory=ICTConfig)
+    reading: ReadingConfig = field(default_factory=ReadingConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     reader: ReaderConfig = field(default_factory=ReaderConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)

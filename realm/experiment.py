@@ -44,6 +44,7 @@ class SystemResult:
     finetuned_recall5: float | None = None  # dev, the blocks the fine-tuned reader read
     test_recall5: float | None = None
     wall_s: float = 0.0
+    reading: dict = field(default_factory=dict)  # the reading probe of the encoder its reader started from
     notes: dict = field(default_factory=dict)
 
 
@@ -95,6 +96,58 @@ class Experiment:
         cfg = _with(self.cfg, [f"pretrain.steps={steps}"])
         return self._timed(name, mlm_pretrain, cfg, self.store, folder, progress=self.progress)
 
+    # ---- the shared encoder (BERT's role): plain MLM, or the reading warm start --------------------
+    @property
+    def reading_on(self) -> bool:
+        return self.cfg.reading.steps > 0
+
+    def reading_data(self):
+        from realm.training.reading import ReadingData
+
+        if getattr(self, "_reading_data", None) is None:
+            self._reading_data = ReadingData(self.store, self.cfg.retriever.query_len, progress=False,
+                                             probe_rows=self.cfg.reading.probe_rows)
+        return self._reading_data
+
+    def reading(self, name: str, cfg: RunConfig, encoder=None):
+        from realm.models.mlm import KnowledgeAugEncoder
+        from realm.training.reading import reading_warmup
+
+        folder = self.stages / name
+        if (folder / "encoder" / "config.json").exists():
+            return KnowledgeAugEncoder.load(folder / "encoder")
+        return self._timed(name, reading_warmup, cfg, self.store, folder, encoder=encoder, progress=self.progress,
+                           data=self.reading_data())
+
+    def shared_encoder(self):
+        """Where every system's encoder starts (BERT's role in the paper)."""
+        if self.reading_on:
+            return self.reading("reading", self.cfg)
+        return self.mlm("mlm_warm", self.cfg.experiment.mlm_steps)
+
+    def baseline_encoder(self):
+        """The shared encoder, trained for ``pretrain.steps`` more steps without retrieval: the same budget as REALM."""
+        if not self.reading_on:
+            return self.mlm("mlm_baseline", self.cfg.experiment.mlm_steps + self.cfg.pretrain.steps)
+        pc = self.cfg.pretrain
+        cfg = _with(self.cfg, [f"reading.steps={pc.steps}", f"reading.lr={pc.lr}", f"reading.warmup={pc.warmup}",
+                               "reading.curriculum_start=0", "reading.probe_every=0"])
+        import copy as _copy
+
+        return self.reading("reading_baseline", cfg, encoder=_copy.deepcopy(self.shared_encoder()))
+
+    def probe(self, encoder) -> dict:
+        """The reading probe of an encoder (``probe/*``: advantages in nats, accuracies)."""
+        return self.reading_data().probe.measure(encoder, self.cfg.device)
+
+    def dev_recall(self, retriever) -> dict:
+        from realm.evaluation.retrieval import evaluate_retrieval
+        from realm.evaluation.searchers import dense_searcher
+
+        res = evaluate_retrieval(dense_searcher(retriever, self.store, device=self.cfg.device), self.store,
+                                 self.qa["dev"], ks=(1, 5, 20))
+        return {k: v for k, v in res.items() if k.startswith("recall@")}
+
     def ict(self):
         from realm.models.retriever import Retriever
         from realm.training.ict import train_ict
@@ -113,11 +166,13 @@ class Experiment:
         if (folder / "encoder" / "config.json").exists() and (folder / "retriever" / "retriever.json").exists():
             return Retriever.load(folder / "retriever"), KnowledgeAugEncoder.load(folder / "encoder")
         self.ict()
-        self.mlm("mlm_warm", self.cfg.experiment.mlm_steps)
+        self.shared_encoder()
         retriever = Retriever.load(self.stages / "ict" / "retriever")
-        encoder = KnowledgeAugEncoder.load(self.stages / "mlm_warm" / "encoder")
+        encoder = KnowledgeAugEncoder.load(self.stages / ("reading" if self.reading_on else "mlm_warm") / "encoder")
+        reading = self.reading_data() if (cfg.pretrain.reading_rows or cfg.pretrain.probe_every) else None
         return self._timed(name, pretrain, cfg, self.store, folder, retriever=retriever, encoder=encoder,
-                           progress=self.progress)
+                           progress=self.progress, evaluate=self.dev_recall if cfg.pretrain.probe_every else None,
+                           reading=reading)
 
     # ---- evaluation helpers -------------------------------------------------------------------
     def zero_shot_recall(self, search) -> float:
@@ -166,25 +221,28 @@ class Experiment:
     def closed_book(self) -> SystemResult:
         from realm.training.closed_book import evaluate_closed_book, finetune_closed_book
 
-        encoder = self.mlm("mlm_baseline", self.cfg.experiment.mlm_steps + self.cfg.pretrain.steps)
+        encoder = self.baseline_encoder()
+        probe = self.probe(encoder) if self.reading_on else {}
         folder = self.stages / "closed_book"
         finetune_closed_book(self.cfg, self.store, encoder, self.qa["train"], folder, progress=self.progress)
         bs = self.cfg.experiment.eval_batch_size
         dev = evaluate_closed_book(encoder, self.store, self.qa["dev"], bs, self.cfg.device, folder / "dev_predictions.jsonl")
         test = evaluate_closed_book(encoder, self.store, self.qa["test"], bs, self.cfg.device, folder / "test_predictions.jsonl")
-        return SystemResult("closed_book", dev_em=dev["em"], test_em=test["em"])
+        return SystemResult("closed_book", dev_em=dev["em"], test_em=test["em"], reading=probe)
 
     def bm25_reader(self) -> SystemResult:
         from realm.evaluation.searchers import bm25_searcher
         from realm.index.bm25 import BM25Index
         from realm.models.reader import SpanReader
 
-        encoder = self.mlm("mlm_baseline", self.cfg.experiment.mlm_steps + self.cfg.pretrain.steps)
+        encoder = self.baseline_encoder()
         bm25 = BM25Index.build(self.store.search_texts())
         zero = self.zero_shot_recall(bm25_searcher(self.store, bm25))
+        probe = self.probe(encoder) if self.reading_on else {}
         reader = SpanReader.from_bert(encoder.bert, self.cfg.reader, self.cfg.retriever.query_len)
         res = self.read_and_evaluate("bm25_reader", reader, bm25=bm25)
         res.zero_shot_recall5 = zero
+        res.reading = probe
         return res
 
     def dense_reader(self, name: str, retriever, encoder) -> SystemResult:
@@ -195,16 +253,18 @@ class Experiment:
         embeddings = embed_blocks(retriever.doc, self.store, batch_size=self.cfg.index.batch_size,
                                   bf16=self.cfg.index.bf16, device=self.cfg.device, progress=False)
         zero = self.zero_shot_recall(dense_searcher(retriever, self.store, embeddings=embeddings, device=self.cfg.device))
+        probe = self.probe(encoder) if self.reading_on else {}
         reader = SpanReader.from_bert(encoder.bert, self.cfg.reader, self.cfg.retriever.query_len)
         res = self.read_and_evaluate(name, reader, retriever=retriever, embeddings=embeddings)
         res.zero_shot_recall5 = zero
+        res.reading = probe
         return res
 
     def ict_reader(self) -> SystemResult:
         self.ict()
         from realm.models.retriever import Retriever
 
-        encoder = self.mlm("mlm_baseline", self.cfg.experiment.mlm_steps + self.cfg.pretrain.steps)
+        encoder = self.baseline_encoder()
         return self.dense_reader("ict_reader", Retriever.load(self.stages / "ict" / "retriever"), encoder)
 
     def realm(self, name: str = "realm", overrides: list[str] | None = None) -> SystemResult:
@@ -286,9 +346,13 @@ def results_table(results: list[SystemResult]) -> str:
     def pct(x):
         return "–" if x is None else f"{100 * x:.1f}"
 
-    lines = ["| system | test EM | dev EM | zero-shot R@5 (dev) | fine-tuned R@5 (dev) | wall time |",
-             "|---|---|---|---|---|---|"]
+    def nats(x):
+        return "–" if x is None else f"{x:+.2f}"
+
+    lines = ["| system | test EM | dev EM | zero-shot R@5 (dev) | fine-tuned R@5 (dev) | reading advantage (nats) "
+             "| wall time |", "|---|---|---|---|---|---|---|"]
     for r in results:
         lines.append(f"| {r.system} | {pct(r.test_em)} | {pct(r.dev_em)} | {pct(r.zero_shot_recall5)} | "
-                     f"{pct(r.finetuned_recall5)} | {r.wall_s:.0f} s |")
+                     f"{pct(r.finetuned_recall5)} | {nats(r.reading.get('probe/evidence_advantage'))} | "
+                     f"{r.wall_s:.0f} s |")
     return "\n".join(lines)

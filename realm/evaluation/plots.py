@@ -43,14 +43,18 @@ def plot_metrics(metrics_path: str | Path, keys: list[str], out: str | Path, tit
     return Path(out)
 
 
-def plot_bars(labels: list[str], series: dict[str, list[float]], out: str | Path, title: str = "", ylabel: str = "") -> Path:
-    """Grouped bar chart: one group per label, one bar per series (values in %; None = not applicable)."""
+def plot_bars(labels: list[str], series: dict[str, list[float]], out: str | Path, title: str = "", ylabel: str = "",
+              errors: dict[str, list[float]] | None = None) -> Path:
+    """Grouped bar chart: one group per label, one bar per series (values in %; None = not applicable);
+    ``errors`` (same shape as ``series``) draws error bars, e.g. the sd over seeds."""
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(labels), 3.6))
     width = 0.8 / max(1, len(series))
     for i, (name, vals) in enumerate(series.items()):
         xs = [x + (i - (len(series) - 1) / 2) * width for x in range(len(labels))]
         shown = [float("nan") if v is None else v for v in vals]  # None: not applicable, no bar
-        bars = ax.bar(xs, [0.0 if v != v else v for v in shown], width, label=name)
+        err = (errors or {}).get(name)
+        bars = ax.bar(xs, [0.0 if v != v else v for v in shown], width, label=name,
+                      yerr=None if err is None else [0.0 if v != v else e for v, e in zip(shown, err)], capsize=2)
         ax.bar_label(bars, labels=["" if v != v else f"{v:.1f}" for v in shown], fontsize=8)
     ax.set_xticks(range(len(labels)), labels, rotation=15)
     ax.set_ylabel(ylabel)

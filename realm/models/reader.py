@@ -145,17 +145,22 @@ def block_bodies(store, block_ids: np.ndarray, max_body: int) -> list[np.ndarray
 
 
 def reader_inputs(reader: SpanReader, question_ids: Sequence[Sequence[int]], block_ids: np.ndarray, store,
-                  sp: Specials) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, list[np.ndarray]]:
+                  sp: Specials, bodies: Sequence[np.ndarray] | None = None
+                  ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, list[np.ndarray]]:
     """Pair inputs for ``B`` questions x ``K`` blocks (``block_ids`` [B, K]) -> rows ordered (b, k).
 
-    Bodies are cut so that every row fits the reader's position embeddings. Returns
+    Bodies are cut so that every row fits the reader's position embeddings. ``bodies`` (B*K, rows in
+    (b, k) order) replaces the stored block bodies, e.g. with an answer swapped. Returns
     ``(inputs, body_start, body_end, bodies)``.
     """
     block_ids = np.asarray(block_ids)
     b, k = block_ids.shape
     qs = [list(q)[: reader.max_query_len - 2] for q in question_ids]
     max_body = reader.max_len - (max(len(q) for q in qs) + 2) - 1
-    bodies = block_bodies(store, block_ids, max_body)
+    if bodies is None:
+        bodies = block_bodies(store, block_ids, max_body)
+    else:
+        bodies = [np.asarray(x)[:max_body] for x in bodies]
     rows_q = [qs[i] for i in range(b) for _ in range(k)]
     inputs, body_start, body_end = pair_inputs(rows_q, bodies, sp, reader.max_query_len)
     return inputs, body_start, body_end, bodies

@@ -36,6 +36,7 @@ from realm.models.inputs import Specials, query_inputs
 from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_index
 from realm.models.retriever import Retriever
 from realm.training.checkpoint import save_checkpoint
+from realm.training.counterfactual import AnswerBank, substitute
 from realm.training.logger import MetricLogger
 from realm.training.losses import reader_loss
 from realm.training.optim import make_optimizer, unique_parameters
@@ -143,6 +144,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     blocks = BlockRetrieval(retrieval, store, cfg.reader.top_k, index_embeddings, retriever, bm25, device, bf16)
     answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
     continuation = continuation_ids(tok)
+    answer_bank = AnswerBank([ex.answers[0] for ex in train], tok.encode) if ft.counterfactual > 0 else None
     text_cache: dict[int, str] = {}
     checkpoint_every = checkpoint_every or ft.checkpoint_every
     logger = MetricLogger(run_dir / "metrics.jsonl", ft.steps, f"finetune ({retrieval})", start, progress,
@@ -158,12 +160,17 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         q_ids = [e.ids for e in tok.encode_batch(questions)]
         ids, ret_logits = blocks(questions, q_ids)
         bsz, k = ids.shape
-        inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp)
+        row_answers = [answer_ids[i] for i in batch for _ in range(k)]
+        swapped_bodies = None
+        if ft.counterfactual > 0:  # the answer, swapped in the blocks for another of its kind, is the gold
+            swapped_bodies, row_answers, n_swapped = swap_answers(
+                [train[i].answers[0] for i in batch], [answer_ids[i] for i in batch], ids, store, answer_bank,
+                continuation, ft.counterfactual, rng)
+        inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp, swapped_bodies)
         inputs = {n: v.to(device) for n, v in inputs.items()}
         with autocast(device, bf16):
             out = reader(inputs, body_start, body_end)
         seq_len, num_spans = inputs["input_ids"].shape[1], out.starts.numel()
-        row_answers = [answer_ids[i] for i in batch for _ in range(k)]
         correct = correct_spans(bodies, body_start, seq_len, num_spans, row_answers, reader.max_span_width, continuation)
         has_ans = torch.tensor([[b >= 0 and has_answer(_text(store, int(b), text_cache), train[i].answers)
                                  for b in ids[r]] for r, i in enumerate(batch)], device=device)
@@ -181,7 +188,8 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         totals["no_answer_block"] += no_block
         last = {"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
                 "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
-                "train/recall": 1.0 - no_block / bsz, "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
+                "train/recall": 1.0 - no_block / bsz, "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
+                "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
         logger.log(step + 1, last)
         logger.advance()
         if (step + 1) % max(1, ft.log_every) == 0:
@@ -210,6 +218,27 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         summary["dev"] = evaluate_qa(source, reader, store, index_embeddings, dev, k=cfg.reader.top_k, device=device,
                                      predictions_path=run_dir / "dev_predictions.jsonl", bf16=bf16)
     return summary
+
+
+def swap_answers(answers: list[str], answer_ids: list[list[list[int]]], ids: np.ndarray, store: BlockStore,
+                 bank: AnswerBank, continuation: np.ndarray, share: float, rng: np.random.Generator):
+    """Counterfactual answers: for a ``share`` of the questions, every answer occurrence in their retrieved
+    blocks is replaced by another training answer of the same kind, which becomes the gold answer.
+
+    Returns (bodies for the B*K rows in (b, k) order, gold answer token ids per row, questions swapped).
+    """
+    bsz, k = ids.shape
+    bodies, gold, swapped = [], [], 0
+    for b in range(bsz):
+        repl = bank.replacement(answers[b], rng) if rng.random() < share else None
+        row_bodies = [store.body_ids(int(z)) if z >= 0 else np.zeros(0, dtype=np.int64) for z in ids[b]]
+        if repl is not None:
+            swapped += 1
+            for a in sorted(answer_ids[b], key=len, reverse=True):  # longest first: "Ana Varn" before "Ana"
+                row_bodies = [substitute(x, a, repl, continuation) for x in row_bodies]
+        bodies += row_bodies
+        gold += [[repl.tolist()] if repl is not None else answer_ids[b]] * k
+    return bodies, gold, swapped
 
 
 def _text(store: BlockStore, block: int, cache: dict[int, str]) -> str:

@@ -131,3 +131,22 @@ def crop(ex: MaskedExample, max_tokens: int, block: int) -> MaskedQuery:
         ids = ids[start:start + max_tokens]
         return MaskedQuery(ids, pos - start, targets, block)
     return MaskedQuery(ids, pos, np.asarray(ex.targets), block)
+
+
+def masked_targets(queries, targets=None):
+    """(positions [B, M] in ``[CLS] x ...`` inputs, targets [B, M], mask [B, M]) of masked queries.
+
+    ``targets[b]`` replaces ``queries[b].targets`` (e.g. a counterfactual replacement of the same length).
+    """
+    import torch
+
+    M = max(len(q.positions) for q in queries)
+    positions = torch.zeros(len(queries), M, dtype=torch.long)
+    out = torch.zeros(len(queries), M, dtype=torch.long)
+    mask = torch.zeros(len(queries), M, dtype=torch.bool)
+    for b, q in enumerate(queries):
+        n = len(q.positions)
+        positions[b, :n] = torch.as_tensor(np.asarray(q.positions) + 1, dtype=torch.long)  # +1 for [CLS]
+        out[b, :n] = torch.as_tensor(np.asarray(q.targets if targets is None else targets[b]), dtype=torch.long)
+        mask[b, :n] = True
+    return positions, out, mask

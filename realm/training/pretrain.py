@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from realm.training.logger import MetricLogger
 from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span
 from realm.training.optim import make_optimizer, unique_parameters
+from realm.training.reading import ReadingData, rows_step
 from realm.training.run import begin_step, resume, start_run
 from realm.training.refresh import IndexBuilderProcess, IndexFollower, export_snapshot
 
@@ -109,11 +111,15 @@ def _wait_for_fresher_index(follower: IndexFollower, builder: IndexBuilderProces
 
 def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: Retriever | None = None,
              encoder: KnowledgeAugEncoder | None = None, progress: bool = True,
-             stop_at: int | None = None) -> tuple[Retriever, KnowledgeAugEncoder]:
+             stop_at: int | None = None, evaluate: Callable[[Retriever], dict] | None = None,
+             reading: ReadingData | None = None) -> tuple[Retriever, KnowledgeAugEncoder]:
     """Run (or resume) REALM pretraining in ``run_dir``.
 
     ``stop_at`` ends this invocation after that step with a checkpoint (as a pre-empted job would);
-    a later call resumes from it.
+    a later call resumes from it. Every ``pretrain.probe_every`` steps (and at the start and the end)
+    the reading probe is measured and ``evaluate(retriever)`` (e.g. zero-shot recall on dev
+    questions) is logged under ``eval/``. ``pretrain.reading_rows`` counterfactual reading rows
+    (:mod:`realm.training.reading`) join each batch, their loss added with weight rows / batch size.
     """
     # ---- setup
     pc = cfg.pretrain
@@ -160,9 +166,23 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         if builder is not None:
             builder.stop()
         raise
+    if reading is None and (pc.reading_rows or pc.probe_every):
+        reading = ReadingData(store, cfg.retriever.query_len, progress=False, probe_rows=cfg.reading.probe_rows)
+
+    def measure() -> dict:
+        out = reading.probe.measure(encoder, device) if reading is not None else {}
+        if evaluate is not None:
+            was = retriever.training
+            retriever.eval()
+            out.update({f"eval/{k}": v for k, v in evaluate(retriever).items()})
+            retriever.train(was)
+        return out
+
     flops_tok = 3 * bert_flops_per_token(encoder.bert.config, cfg.retriever.query_len + store.manifest["block_len"])
     logger = MetricLogger(run_dir / "metrics.jsonl", pc.steps, "REALM", start, progress,
                           bar_keys=("loss/mlm", "retrieval/utility", "index/version", "perf/tokens_per_s"))
+    if start == 0 and pc.probe_every:
+        logger.log(0, measure())
     # ---- train
     try:
         for step in range(start, pc.steps):
@@ -184,6 +204,14 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
             queries = pool.sample(rng, pc.batch_size)
             loss, stats, _, tokens = realm_step(queries, retriever, encoder, follower, store, sp, pc.top_k,
                                                 cfg.retriever.query_len, device, pc.bf16)
+            read_stats: dict = {}
+            if pc.reading_rows:
+                rows = reading.rows(rng, pc.reading_rows, 0.0, cfg.reading.evidence_share)
+                read_loss, read_stats, read_tokens = rows_step(encoder, rows, sp, cfg.retriever.query_len, device,
+                                                               pc.bf16)
+                loss = loss + pc.reading_rows / pc.batch_size * read_loss
+                tokens += read_tokens
+                read_stats = {f"reading/{k}": v for k, v in read_stats.items()} | {"reading/loss": read_loss.item()}
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(unique_parameters(retriever, encoder), 1.0)
@@ -198,7 +226,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 "retrieval/evidence_advantage": stats["evidence_advantage"].item() if stats["evidence_compared"] else None,
                 "index/version": follower.version, "index/staleness": follower.staleness(step),
                 "index/swapped": int(swapped), "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
-                "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12})
+                "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12, **read_stats,
+                **(measure() if pc.probe_every and (done % pc.probe_every == 0 or done == pc.steps) else {})})
             logger.advance()
             if done % interval == 0 and done < pc.steps:
                 if builder is None:
@@ -224,8 +253,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     try:
         from realm.evaluation.plots import plot_metrics
 
-        keys = ["loss/mlm", "retrieval/utility", "acc/masked", "retrieval/evidence_advantage", "retrieval/evidence_rate",
-                "index/staleness"]
+        keys = ["loss/mlm", "retrieval/utility", "retrieval/entropy", "retrieval/evidence_advantage",
+                "retrieval/evidence_rate", "probe/evidence_advantage", "eval/recall@5", "index/staleness"]
         plot_metrics(run_dir / "metrics.jsonl", keys, run_dir / "curves.png", title="REALM pretraining")
     except Exception as e:  # a plot must never fail a finished run
         log.warning("could not plot curves: %s", e)

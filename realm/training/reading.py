@@ -1,0 +1,144 @@
+"""Reading warm start (``cfg.reading``): a knowledge-augmented encoder that reads the block it is given.
+
+BERT's role in REALM is played here by an encoder trained from scratch, which on a small corpus
+memorises the facts rather than reading a paired block. This recipe trains it on counterfactual
+rows (:mod:`realm.training.counterfactual`): the masked span, swapped inside the paired block for
+another salient span of the same length, is the target, so only reading gets it right. A share of
+rows (``plain_share``) read the null block and predict the real span: plain masked LM, so the encoder
+still knows the corpus' language and facts. For the first ``curriculum_start`` of the steps the
+counterfactual rows use the sentence's own block; after that ``evidence_share`` of them use another
+document's block that mentions the span, which is what REALM's retriever will hand it.
+
+Loss: mean cross-entropy over the masked tokens. Every ``probe_every`` steps the fixed
+:class:`~realm.training.reading_probe.ReadingProbe` is measured and logged (``probe/*``).
+
+Recipe: setup -> train -> save ``RUN/encoder`` (an HF folder), ``RUN/probe.json``, ``RUN/curves.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from realm.config import RunConfig
+from realm.data.blocks import BlockStore
+from realm.models.bert import autocast, bert_flops_per_token
+from realm.models.inputs import pair_inputs
+from realm.models.mlm import KnowledgeAugEncoder
+from realm.training.checkpoint import save_checkpoint
+from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, draw_kinds, make_rows
+from realm.training.logger import MetricLogger
+from realm.training.mlm_examples import MaskedSentencePool, masked_targets
+from realm.training.optim import make_optimizer
+from realm.training.reading_probe import ReadingProbe
+from realm.training.run import begin_step, resume, start_run
+
+log = logging.getLogger(__name__)
+
+
+class ReadingData:
+    """What the reading rows are made from: the salient sentence pool, the span bank, the evidence finder."""
+
+    def __init__(self, store: BlockStore, query_len: int, progress: bool = False, probe_rows: int = 200):
+        self.store = store
+        self.pool = MaskedSentencePool(store, "salient", max_tokens=query_len - 2, progress=progress)
+        self.bank = SpanBank.from_pool(self.pool)
+        self.finder = EvidenceFinder.from_store(store)
+        self.query_len = query_len
+        self.probe = ReadingProbe(store, self.pool, rows=probe_rows, bank=self.bank, finder=self.finder,
+                                  query_len=query_len)
+
+    def rows(self, rng, n: int, plain_share: float, evidence_share: float):
+        queries = self.pool.sample(rng, n)
+        kinds = draw_kinds(n, plain_share, evidence_share, rng)
+        return make_rows(queries, kinds, lambda i: self.finder.bodies[i], self.finder, self.bank, rng)
+
+
+def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf16: bool):
+    """(loss = mean CE over masked tokens, per-kind stats, tokens read) for reading rows."""
+    inputs, _, _ = pair_inputs([r.query.input_ids for r in rows], [r.body for r in rows], sp, query_len)
+    positions, targets, mask = masked_targets([r.query for r in rows], [r.targets for r in rows])
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    positions, targets, mask = positions.to(device), targets.to(device), mask.to(device)
+    with autocast(device, bf16):
+        logp, logits = encoder.target_log_probs(inputs, positions, targets)
+    n = mask.sum().clamp(min=1)
+    loss = -(logp * mask).sum() / n
+    stats = {}
+    with torch.no_grad():
+        right = ((logits.argmax(-1) == targets) | ~mask).all(-1)
+        for kind in ROW_KINDS:
+            sel = torch.tensor([r.kind == kind for r in rows], device=device)
+            if sel.any():
+                stats[f"acc/{kind}"] = right[sel].float().mean().item()
+                stats[f"share/{kind}"] = sel.float().mean().item()
+    return loss, stats, int(inputs["attention_mask"].sum())
+
+
+def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encoder: KnowledgeAugEncoder | None = None,
+                   progress: bool = True, data: ReadingData | None = None) -> KnowledgeAugEncoder:
+    """Train (or resume) the reading warm start in ``run_dir``; returns the encoder (also in ``RUN/encoder``)."""
+    # ---- setup
+    rc = cfg.reading
+    run = start_run(cfg, store, run_dir)
+    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
+    query_len = cfg.retriever.query_len
+    need = query_len + store.manifest["block_len"] + 1
+    if need > cfg.reader.encoder.max_positions:
+        raise ValueError(f"query_len + block_len + 1 = {need} exceeds reader.encoder.max_positions "
+                         f"{cfg.reader.encoder.max_positions}")
+    encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id)
+    encoder.to(device).train()
+    opt = make_optimizer(encoder.parameters(), rc.lr)
+    modules = {"encoder": encoder}
+    start, _ = resume(run_dir, modules, opt, "reading warm start")
+    data = data or ReadingData(store, query_len, progress, rc.probe_rows)
+    (run_dir / "probe_rows.json").write_text(json.dumps(data.probe.sizes()))
+    flops_tok = 3 * bert_flops_per_token(encoder.bert.config, need)
+    logger = MetricLogger(run_dir / "metrics.jsonl", rc.steps, "reading warm start", start, progress,
+                          bar_keys=("loss/mlm", "acc/own", "probe/evidence_advantage", "perf/tokens_per_s"))
+    curriculum = int(rc.curriculum_start * rc.steps)
+    last_probe: dict = {}
+    # ---- train
+    try:
+        for step in range(start, rc.steps):
+            t0 = time.time()
+            lr, rng = begin_step(opt, step, cfg.seed, rc.lr, rc.warmup, rc.steps)
+            rows = data.rows(rng, rc.batch_size, rc.plain_share, rc.evidence_share if step >= curriculum else 0.0)
+            loss, stats, tokens = rows_step(encoder, rows, sp, query_len, device, rc.bf16)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
+            opt.step()
+            dt = time.time() - t0
+            done = step + 1
+            metrics = {"loss/mlm": loss.item(), **stats, "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
+                       "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12}
+            if done == rc.steps or (rc.probe_every and done % rc.probe_every == 0):
+                last_probe = data.probe.measure(encoder, device, bf16=False)
+                metrics.update(last_probe)
+            logger.log(done, metrics)
+            logger.advance()
+            if (rc.checkpoint_every and done % rc.checkpoint_every == 0) or done == rc.steps:
+                save_checkpoint(run_dir, done, modules, opt)
+    finally:
+        logger.close()
+    # ---- save
+    encoder.eval()
+    encoder.save(run_dir / "encoder")
+    if not last_probe:  # resumed after the last step: measure the saved encoder
+        last_probe = data.probe.measure(encoder, device)
+    (run_dir / "probe.json").write_text(json.dumps(last_probe, indent=2))
+    try:
+        from realm.evaluation.plots import plot_metrics
+
+        plot_metrics(run_dir / "metrics.jsonl", ["loss/mlm", "acc/own", "acc/evidence", "acc/plain",
+                                                 "probe/evidence_advantage", "probe/cf_advantage"],
+                     run_dir / "curves.png", title="reading warm start (counterfactual span substitution)")
+    except Exception as e:  # a plot must never fail a finished run
+        log.warning("could not plot curves: %s", e)
+    return encoder

@@ -1,0 +1,117 @@
+"""The reading warm start: probe rows, the recipe (resume, metrics), pretraining's reading rows."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from realm.config import load_config
+from realm.models.mlm import KnowledgeAugEncoder
+from realm.training.counterfactual import occurrences
+from realm.training.logger import read_metrics
+from realm.training.reading import ReadingData, reading_warmup
+from realm.training.reading_probe import ReadingProbe
+
+
+@pytest.fixture(scope="module")
+def data(tiny_corpus):
+    store, _ = tiny_corpus
+    return ReadingData(store, load_config("tiny").retriever.query_len, probe_rows=24)
+
+
+def test_probe_rows_are_what_they_claim(tiny_corpus, data):
+    store, _ = tiny_corpus
+    probe = data.probe
+    assert probe.sizes()["evidence"] > 0 and probe.sizes()["cf"] > 0
+    ev = probe.sets["evidence"]
+    for q, body, rnd, tgt in zip(ev.queries, ev.bodies, ev.random_bodies, ev.targets):
+        assert np.array_equal(tgt, q.targets)  # real evidence: the real span
+        assert occurrences(body, tgt)  # ... in the block read
+        assert not occurrences(rnd, tgt)  # ... and not in the random block
+        docs = {int(store.block_doc[i]) for i in range(len(store)) if np.array_equal(store.body_ids(i), body)}
+        assert int(store.block_doc[q.block]) not in docs  # from another document
+    cf = probe.sets["cf"]
+    for q, body, rnd, tgt in zip(cf.queries, cf.bodies, cf.random_bodies, cf.targets):
+        assert len(tgt) == len(q.targets) and not np.array_equal(tgt, q.targets)
+        assert occurrences(body, tgt) and not occurrences(body, q.targets)
+        assert not occurrences(rnd, tgt)
+
+
+def test_probe_measures_reading_with_a_brute_force_reader(tiny_corpus, data):
+    """An 'encoder' that scores the target by whether it occurs in the block: large advantage; a blind one: 0."""
+    store, _ = tiny_corpus
+    sp = data.probe.sp
+
+    class Oracle(torch.nn.Module):
+        def __init__(self, reads: bool):
+            super().__init__()
+            self.reads = reads
+
+        def target_log_probs(self, inputs, positions, targets):
+            ids = inputs["input_ids"]
+            lp = torch.full(targets.shape, -5.0)
+            if self.reads:
+                for r in range(ids.shape[0]):
+                    seg = ids[r][inputs["token_type_ids"][r] == 1].tolist()
+                    t = [x for x in targets[r].tolist() if x != 0]
+                    if any(seg[i:i + len(t)] == t for i in range(len(seg) - len(t) + 1)):
+                        lp[r] = -0.1
+            logits = torch.full((*targets.shape, 5000), -9.0)
+            logits.scatter_(-1, targets.unsqueeze(-1), lp.unsqueeze(-1))
+            return lp, logits
+
+    reads = data.probe.measure(Oracle(True))
+    blind = data.probe.measure(Oracle(False))
+    assert reads["probe/evidence_advantage"] == pytest.approx(4.9, abs=1e-6)
+    assert reads["probe/cf_advantage"] == pytest.approx(4.9, abs=1e-6)
+    assert blind["probe/evidence_advantage"] == 0.0 and blind["probe/cf_advantage"] == 0.0
+    assert sp.mask_id == store.tokenizer.mask_id
+
+
+def test_probe_is_fixed(tiny_corpus, data):
+    store, _ = tiny_corpus
+    again = ReadingProbe(store, data.pool, rows=24, query_len=data.query_len)
+    for name in ("evidence", "cf"):
+        a, b = data.probe.sets[name], again.sets[name]
+        assert [q.input_ids.tolist() for q in a.queries] == [q.input_ids.tolist() for q in b.queries]
+        assert all(np.array_equal(x, y) for x, y in zip(a.bodies, b.bodies))
+
+
+def _cfg(**over):
+    items = {"reading.steps": 6, "reading.batch_size": 8, "reading.probe_every": 3, "reading.checkpoint_every": 3,
+             "reading.curriculum_start": 0.5, "reading.probe_rows": 12, "reading.bf16": False} | over
+    return load_config("tiny", [f"{k}={v}" for k, v in items.items()])
+
+
+def test_reading_warmup_runs_logs_probe_and_resumes_exactly(tiny_corpus, data, tmp_path):
+    store, _ = tiny_corpus
+    full = reading_warmup(_cfg(), store, tmp_path / "full", progress=False, data=data)
+    rows = read_metrics(tmp_path / "full" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == list(range(1, 7))
+    assert "probe/evidence_advantage" in rows[2] and "probe/cf_advantage" in rows[5]
+    assert any("acc/evidence" in r for r in rows[3:]) and not any("acc/evidence" in r for r in rows[:3])
+    assert json.loads((tmp_path / "full" / "probe.json").read_text())["probe/cf_advantage"] == rows[5]["probe/cf_advantage"]
+    # a run stopped after its step-3 checkpoint and resumed ends with the same weights
+    shutil.copytree(tmp_path / "full" / "checkpoints" / "step_000003", tmp_path / "part" / "checkpoints" / "step_000003")
+    resumed = reading_warmup(_cfg(), store, tmp_path / "part", progress=False, data=data)
+    for (n, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), n
+    assert KnowledgeAugEncoder.load(tmp_path / "part" / "encoder") is not None
+
+
+def test_reading_rows_in_pretraining_are_logged(tiny_corpus, data, tmp_path):
+    from realm.training.pretrain import pretrain
+
+    store, _ = tiny_corpus
+    cfg = load_config("tiny", ["pretrain.steps=4", "pretrain.refresh_mode=sync", "pretrain.reading_rows=3",
+                               "pretrain.probe_every=2", "pretrain.checkpoint_every=2", "reading.probe_rows=12"])
+    calls = []
+    pretrain(cfg, store, tmp_path / "p", progress=False, reading=data,
+             evaluate=lambda r: calls.append(r.training) or {"recall@5": 0.5})
+    rows = read_metrics(tmp_path / "p" / "metrics.jsonl")
+    assert rows[0]["step"] == 0 and rows[0]["eval/recall@5"] == 0.5  # measured before the first step
+    assert all("reading/loss" in r for r in rows[1:])
+    assert [r["step"] for r in rows if "probe/cf_advantage" in r] == [0, 2, 4]
+    assert calls == [False, False, False]  # evaluated in eval mode
