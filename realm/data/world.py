@@ -92,7 +92,8 @@ PEOPLE_SCHEMA = {
     "person": {"occupation": "text", "birth_date": "date", "birthplace": ("city",),
                "hometown": ("city",), "employer": ("company",), "spouse": ("person",),
                "parents": _PERSONS, "children": _PERSONS, "siblings": _PERSONS,
-               "friends": _PERSONS, "colleagues": _PERSONS, "gender": "gender"},
+               "friends": _PERSONS, "colleagues": _PERSONS, "acquaintances": _PERSONS,
+               "gender": "gender"},
     "city": {"founded_year": "year", "population": "number"},
     "company": SCHEMA["company"],
 }
@@ -124,7 +125,7 @@ STYLES = {
                           L.REVERSE_TEMPLATES, L.FILLERS, _ITEM_DETAIL, 3, MAX_SENTENCES),
     "people": Style("people", PEOPLE_SCHEMA, L.PEOPLE_FACT_TEMPLATES,
                     L.PEOPLE_QUESTION_TEMPLATES, L.PEOPLE_REVERSE_TEMPLATES, L.PEOPLE_FILLERS,
-                    {"birthplace": "birth_date", "founder": "founded_year"}, 1, 16),
+                    {"birthplace": "birth_date", "founder": "founded_year"}, 4, 20),
 }
 
 

@@ -518,6 +518,9 @@ PEOPLE_FACT_TEMPLATES = {
                        "Among {p} fellow workers were {O}."),
         "colleagues/1": ("{S} worked alongside {O}.", "{P} closest colleague was {O}.",
                          "{S} shared an office with {O}."),
+        # mentioned, never asked about: names in an article that answer nothing
+        "acquaintances": ("{S} corresponded with {O}.", "{S} was acquainted with {O}.",
+                          "{S} often visited {O}.", "{S} met {O} on several occasions."),
     },
     "city": {"founded_year": FACT_TEMPLATES["city"]["founded_year"],
              "population": FACT_TEMPLATES["city"]["population"]},
@@ -552,4 +555,11 @@ PEOPLE_QUESTION_TEMPLATES = {
     },
 }
 
-PEOPLE_FILLERS = {kind: FILLERS[kind] for kind in ("person", "city", "company")}
+PEOPLE_FILLERS = {
+    "person": FILLERS["person"] + (
+        "{S} was known for a dry sense of humour.", "{P} handwriting was notoriously hard to read.",
+        "Neighbours recalled that {s} rose early every morning.",
+        "{S} took a keen interest in local history.", "{P} portrait hangs in a family home.",
+        "In old age {s} took up gardening.", "{S} travelled abroad only once.",
+        "{P} recipes were handed down through the family."),
+    "city": FILLERS["city"], "company": FILLERS["company"]}

@@ -44,9 +44,9 @@ class _Family:
     def __init__(self, rng: random.Random, namer: Namer, ids: list):
         self.rng, self.namer, self.ids = rng, namer, ids
         n = len(ids)
-        self.firsts = {g: [namer.word(ends, 1, 2) for _ in range(max(8, n // 25))]
+        self.firsts = {g: [namer.word(ends, 1, 2) for _ in range(max(6, n // 40))]
                        for g, ends in (("female", L.FEMALE_ENDINGS), ("male", L.MALE_ENDINGS))}
-        self.surnames = [namer.word(L.SURNAME_ENDINGS, 1, 2) for _ in range(max(6, n // 10))]
+        self.surnames = [namer.word(L.SURNAME_ENDINGS, 1, 2) for _ in range(max(5, n // 16))]
         self.people: list = []  # dicts in creation order
         self.couples: deque = deque()
         self.singles: list = []  # people waiting for a spouse
@@ -240,6 +240,8 @@ def people_facts(num_entities: int, seed: int) -> list:
                  "siblings": by_birth(c for c in (children[p["parents"][0]["id"]]
                                                   if p["parents"] else ()) if c != pid),
                  "friends": friends[pid], "colleagues": colleagues[pid]}
+        lists["acquaintances"] = sorted({q["id"] for q in rng.sample(people, min(
+            len(people), rng.randint(1, 4)))} - {pid} - {i for v in lists.values() for i in v})
         a.update({rel: items for rel, items in lists.items() if items})
         out.append((pid, "person", p["name"], a))
     return sorted(out, key=lambda rec: rec[0])
