@@ -57,7 +57,7 @@ class _Family:
 
     def person(self, gender, surname, year, parents=()) -> dict:
         rng = self.rng
-        for attempt in range(200):
+        for _ in range(200):
             name = rng.choice(self.firsts[gender]) + " " + surname
             if name not in self.namer.names:
                 break
