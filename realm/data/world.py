@@ -107,10 +107,10 @@ class Style:
     facts: dict  # kind -> relation -> fact templates
     questions: dict  # kind -> relation -> question templates (relations not here are not asked)
     reverse: dict  # relation -> sentences in the article of the entity pointed to
-    fillers: dict
-    item_detail: dict
-    min_fillers: int
-    max_sentences: int
+    fillers: dict  # kind -> fact-free sentences
+    item_detail: dict  # reverse relation -> the source's fact shown in brackets after its name
+    min_fillers: int  # filler sentences per article, at least
+    max_sentences: int  # reverse-list sentences are dropped beyond this
 
     @property
     def kinds(self) -> tuple:
@@ -158,7 +158,7 @@ def _h(seed: int, *parts: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def _is_entity_rel(kind: str, rel: str, style: Style = STYLES["encyclopedia"]) -> bool:
+def _is_entity_rel(kind: str, rel: str, style: Style) -> bool:
     return isinstance(style.schema[kind].get(rel), (tuple, Many))
 
 
