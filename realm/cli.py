@@ -46,7 +46,7 @@ def _print_json(obj) -> None:
 def cmd_world(args) -> int:
     from realm.data.world import generate_world, world_summary, write_world
 
-    world = generate_world(args.entities, args.seed)
+    world = generate_world(args.entities, args.seed, style=args.style)
     paths = write_world(world, args.out)
     _print_json({"summary": world_summary(world), "files": {k: str(v) for k, v in paths.items()}})
     return 0
@@ -173,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("world", help="generate the built-in fictional knowledge world")
     p.add_argument("--entities", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--style", choices=("encyclopedia", "people"), default="encyclopedia",
+                   help="people: families sharing surnames, relatives named in each other's "
+                        "articles, list answers (harder for BM25)")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_world)
 

@@ -27,6 +27,7 @@ class ConfigError(ValueError):
 class WorldConfig:
     entities: int = 300  # number of fictional entities in the built-in world
     seed: int = 0
+    style: str = "encyclopedia"  # encyclopedia | people
 
 
 @dataclass

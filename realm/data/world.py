@@ -2,7 +2,10 @@
 
 A world is a set of entities (people, places, organisations, works) with
 relations between them, generated deterministically from ``(num_entities,
-seed)``.  From the facts we render one article per entity and NQ-open style
+seed, style)``.  Two styles: ``encyclopedia`` (the default; every question
+names one rare entity, which suits lexical retrieval) and ``people`` (families
+sharing surnames, reused given names, relatives and friends named in each
+other's articles, list-valued answers; see :mod:`realm.data.world_people`).  From the facts we render one article per entity and NQ-open style
 questions whose answers occur verbatim in the article of the entity asked
 about.  Since every name is invented, no pretrained model knows the facts.
 
@@ -23,6 +26,7 @@ from pathlib import Path
 
 from realm.data import world_lexicon as L
 from realm.data.world_lexicon import Namer, make_title
+from realm.data.world_people import people_facts
 
 FORMAT_VERSION = 1
 MIN_ENTITIES = 20
@@ -76,6 +80,61 @@ _LITERAL_CHECKS = {
 }
 
 
+@dataclass(frozen=True)
+class Many:
+    """Schema type of a list-valued relation: a list of ids of entities of ``kinds``."""
+    kinds: tuple
+
+
+# The people world's schema; list answers are explained at :func:`_answers`.
+_PERSONS = Many(("person",))
+PEOPLE_SCHEMA = {
+    "person": {"occupation": "text", "birth_date": "date", "birthplace": ("city",),
+               "hometown": ("city",), "employer": ("company",), "spouse": ("person",),
+               "parents": _PERSONS, "children": _PERSONS, "siblings": _PERSONS,
+               "friends": _PERSONS, "colleagues": _PERSONS, "acquaintances": _PERSONS,
+               "gender": "gender"},
+    "city": {"founded_year": "year", "population": "number"},
+    "company": SCHEMA["company"],
+}
+
+
+@dataclass(frozen=True)
+class Style:
+    """What a world style writes: its schema and the wording of its articles and questions."""
+    name: str
+    schema: dict
+    facts: dict  # kind -> relation -> fact templates
+    questions: dict  # kind -> relation -> question templates (relations not here are not asked)
+    reverse: dict  # relation -> sentences in the article of the entity pointed to
+    fillers: dict  # kind -> fact-free sentences
+    item_detail: dict  # reverse relation -> the source's fact shown in brackets after its name
+    min_fillers: int  # filler sentences per article, at least
+    max_sentences: int  # reverse-list sentences are dropped beyond this
+
+    @property
+    def kinds(self) -> tuple:
+        return tuple(self.schema)
+
+    def lead(self, kind: str) -> str:
+        return next(iter(self.schema[kind]))
+
+
+STYLES = {
+    "encyclopedia": Style("encyclopedia", SCHEMA, L.FACT_TEMPLATES, L.QUESTION_TEMPLATES,
+                          L.REVERSE_TEMPLATES, L.FILLERS, _ITEM_DETAIL, 3, MAX_SENTENCES),
+    "people": Style("people", PEOPLE_SCHEMA, L.PEOPLE_FACT_TEMPLATES,
+                    L.PEOPLE_QUESTION_TEMPLATES, L.PEOPLE_REVERSE_TEMPLATES, L.PEOPLE_FILLERS,
+                    {"birthplace": "birth_date", "founder": "founded_year"}, 4, 20),
+}
+
+
+def _style(name: str) -> Style:
+    if name not in STYLES:
+        raise ValueError("unknown world style %r; choose from %s" % (name, ", ".join(STYLES)))
+    return STYLES[name]
+
+
 @dataclass
 class Entity:
     id: str
@@ -90,6 +149,7 @@ class World:
     entities: list
     documents: list
     questions: dict
+    style: str = "encyclopedia"
 
 
 def _h(seed: int, *parts: str) -> int:
@@ -98,8 +158,15 @@ def _h(seed: int, *parts: str) -> int:
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
 
 
-def _is_entity_rel(kind: str, rel: str) -> bool:
-    return isinstance(SCHEMA[kind].get(rel), tuple)
+def _is_entity_rel(kind: str, rel: str, style: Style) -> bool:
+    return isinstance(style.schema[kind].get(rel), (tuple, Many))
+
+
+def _targets(ent: Entity, rel: str, style: Style) -> list:
+    """Ids of the entities ``ent``'s ``rel`` points to (none for a literal)."""
+    vtype = style.schema[ent.kind].get(rel)
+    v = ent.attrs[rel]
+    return list(v) if isinstance(vtype, Many) else [v] if isinstance(vtype, tuple) else []
 
 
 def _kind_counts(n: int) -> dict:
@@ -286,31 +353,40 @@ def _mode(ent: Entity, x: int) -> str:
     return "full" if x < 60 else "short"
 
 
-def _value(ent: Entity, rel: str, by_id: dict) -> str:
+def _value(ent: Entity, rel: str, by_id: dict, style: Style) -> str:
     v = ent.attrs[rel]
-    return by_id[v].name if _is_entity_rel(ent.kind, rel) else v
+    if isinstance(style.schema[ent.kind].get(rel), Many):
+        return _join([by_id[i].name for i in v])
+    return by_id[v].name if _is_entity_rel(ent.kind, rel, style) else v
 
 
-def _render(seed: int, ent: Entity, by_id: dict, incoming: dict) -> str:
+def _fact_templates(ent: Entity, rel: str, style: Style) -> tuple:
+    """A list of one item has its own wording ("Her only child was ...") where one exists."""
+    table = style.facts[ent.kind]
+    single = isinstance(style.schema[ent.kind].get(rel), Many) and len(ent.attrs[rel]) == 1
+    return table.get(rel + "/1", table[rel]) if single else table[rel]
+
+
+def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style) -> str:
     eid, kind = ent.id, ent.kind
-    templates = L.FACT_TEMPLATES[kind]
+    templates, lead_rel = style.facts[kind], style.lead(kind)
     lead, body = "", []
-    for rel in SCHEMA[kind]:
+    for rel in style.schema[kind]:
         if rel not in ent.attrs or rel not in templates:
             continue
         h = _h(seed, eid, rel)
-        tpls = templates[rel]
-        value = _value(ent, rel, by_id)
+        tpls = _fact_templates(ent, rel, style)
+        value = _value(ent, rel, by_id, style)
         tpl = tpls[h % len(tpls)]
-        forms = _subject(ent, "full" if rel == LEAD[kind] else _mode(ent, h >> 8), tpl)
+        forms = _subject(ent, "full" if rel == lead_rel else _mode(ent, h >> 8), tpl)
         sent = _cap(tpl.format(O=value, a=_article_a(value), **forms))
-        if rel == LEAD[kind]:
+        if rel == lead_rel:
             lead = sent
         else:
             body.append((h >> 32, sent))
     r = random.Random(_h(seed, eid, "filler"))
-    fillers = L.FILLERS[kind]
-    n_fill = min(len(fillers), max(3, 6 + r.randrange(3) - len(body)))
+    fillers = style.fillers[kind]
+    n_fill = min(len(fillers), max(style.min_fillers, 6 + r.randrange(3) - len(body)))
     for i in r.sample(range(len(fillers)), n_fill):
         mode = "short" if r.random() < 0.5 else "pronoun"
         body.append((r.getrandbits(32), fillers[i].format(**_subject(ent, mode, fillers[i]))))
@@ -321,58 +397,75 @@ def _render(seed: int, ent: Entity, by_id: dict, incoming: dict) -> str:
         items = []
         for src in sorted(sources)[:MAX_LIST_ITEMS]:
             s = by_id[src]
-            detail = s.attrs.get(_ITEM_DETAIL.get(rel, ""), "")
+            detail = s.attrs.get(style.item_detail.get(rel, ""), "")
             if detail and rel == "birthplace":
                 detail = "born " + detail
             items.append(s.name + (" (%s)" % detail if detail else ""))
-        tpls = L.REVERSE_TEMPLATES[rel]
+        tpls = style.reverse[rel]
         tail.append((h >> 32, _cap(tpls[h % len(tpls)].format(T=ent.name, L=_join(items)))))
     tail.sort()
-    room = MAX_SENTENCES - 1 - len(body)
+    room = style.max_sentences - 1 - len(body)
     return " ".join([lead] + [s for _, s in body] + [s for _, s in tail[:max(0, room)]])
 
 
-def _incoming(entities: list, targets=None) -> dict:
-    """target id -> relation -> sorted source ids (only for ``targets`` if given)."""
+def _incoming(entities: list, style: Style, targets=None) -> dict:
+    """target id -> relation -> sorted source ids, for the relations that have reverse
+    sentences (only for ``targets`` if given)."""
     inc: dict = {}
     for e in entities:  # entities are sorted by id, so source lists are too
-        for rel, v in e.attrs.items():
-            if _is_entity_rel(e.kind, rel) and (targets is None or v in targets):
-                inc.setdefault(v, {}).setdefault(rel, []).append(e.id)
+        for rel in e.attrs:
+            if rel in style.reverse and _is_entity_rel(e.kind, rel, style):
+                for v in _targets(e, rel, style):
+                    if targets is None or v in targets:
+                        inc.setdefault(v, {}).setdefault(rel, []).append(e.id)
     return inc
 
 
-def _document(seed, ent, by_id, incoming) -> dict:
-    return {"id": ent.id, "title": ent.name, "text": _render(seed, ent, by_id, incoming)}
+def _document(seed, ent, by_id, incoming, style) -> dict:
+    return {"id": ent.id, "title": ent.name, "text": _render(seed, ent, by_id, incoming, style)}
 
 
-def render_documents(seed: int, entities: list) -> list:
+def render_documents(seed: int, entities: list, style: str = "encyclopedia") -> list:
     """One article per entity, in entity order; a pure function of the facts."""
+    st = _style(style)
     by_id = {e.id: e for e in entities}
-    incoming = _incoming(entities)
-    return [_document(seed, e, by_id, incoming) for e in entities]
+    incoming = _incoming(entities, st)
+    return [_document(seed, e, by_id, incoming, st) for e in entities]
 
 
-def _question(seed: int, ent: Entity, rel: str, by_id: dict, h=None) -> dict:
-    tpls = L.QUESTION_TEMPLATES[ent.kind][rel]
+def _answers(ent: Entity, rel: str, by_id: dict, style: Style) -> list:
+    """Gold answers.  For a list-valued fact (NQ-open style, any gold string counts):
+    each item's name, then, for two or more items, the whole list as the article
+    writes it ("A, B and C").  Each is one contiguous span of the subject's article,
+    so a span reader can get exact match by naming any one item or the full list."""
+    if isinstance(style.schema[ent.kind].get(rel), Many):
+        names = [by_id[i].name for i in ent.attrs[rel]]
+        return names + ([_join(names)] if len(names) > 1 else [])
+    return [_value(ent, rel, by_id, style)]
+
+
+def _question(seed: int, ent: Entity, rel: str, by_id: dict, style: Style, h=None) -> dict:
+    tpls = style.questions[ent.kind][rel]
     h = _h(seed, ent.id, "q", rel) if h is None else h
     return {"question": tpls[h % len(tpls)].format(E=ent.name),
-            "answer": [_value(ent, rel, by_id)], "entity_id": ent.id, "relation": rel}
+            "answer": _answers(ent, rel, by_id, style), "entity_id": ent.id, "relation": rel}
 
 
-def build_questions(seed: int, entities: list, split=(0.8, 0.1, 0.1)) -> dict:
+def build_questions(seed: int, entities: list, split=(0.8, 0.1, 0.1),
+                    style: str = "encyclopedia") -> dict:
     """Questions for every askable fact, split at random (by hash) into train/dev/test
     with exact proportions; each split sorted by (entity id, relation)."""
     if len(split) != 3 or min(split) < 0 or abs(sum(split) - 1.0) > 1e-6:
         raise ValueError("split must be three non-negative fractions summing to 1, got %r"
                          % (split,))
+    st = _style(style)
     by_id = {e.id: e for e in entities}
     keyed = []  # (split key, question); the hash also picks the question's wording
     for e in entities:
-        for rel in SCHEMA[e.kind]:
-            if rel in e.attrs and rel in L.QUESTION_TEMPLATES[e.kind]:
+        for rel in st.schema[e.kind]:
+            if rel in e.attrs and rel in st.questions.get(e.kind, {}):
                 h = _h(seed, e.id, "q", rel)
-                keyed.append(((h >> 8, e.id, rel), _question(seed, e, rel, by_id, h)))
+                keyed.append(((h >> 8, e.id, rel), _question(seed, e, rel, by_id, st, h)))
     keyed.sort(key=lambda kq: kq[0])
     qs = [q for _, q in keyed]
     n_train, n_dev = round(split[0] * len(qs)), round(split[1] * len(qs))
@@ -382,24 +475,54 @@ def build_questions(seed: int, entities: list, split=(0.8, 0.1, 0.1)) -> dict:
     return {name: sorted(part, key=key) for name, part in cuts.items()}
 
 
-def generate_world(num_entities: int, seed: int, split=(0.8, 0.1, 0.1)) -> World:
+def generate_world(num_entities: int, seed: int, split=(0.8, 0.1, 0.1),
+                   style: str = "encyclopedia") -> World:
     """Generate a world of ``num_entities`` entities, deterministically from ``seed``."""
     if not isinstance(num_entities, int) or num_entities < MIN_ENTITIES:
         raise ValueError("num_entities must be an integer >= %d (got %r)"
                          % (MIN_ENTITIES, num_entities))
-    entities = _generate_entities(num_entities, seed)
-    return World(seed=seed, entities=entities, documents=render_documents(seed, entities),
-                 questions=build_questions(seed, entities, split))
+    _style(style)
+    if style == "people":
+        entities = [Entity(*rec) for rec in people_facts(num_entities, seed)]
+    else:
+        entities = _generate_entities(num_entities, seed)
+    return World(seed=seed, entities=entities,
+                 documents=render_documents(seed, entities, style),
+                 questions=build_questions(seed, entities, split, style), style=style)
 
 
 # ------------------------------------------------------------------ editing
-def edit_fact(world: World, entity_id: str, relation: str, new_value: str) -> World:
+def _check_value(ent: Entity, relation: str, new_value, by_id: dict, style: Style) -> None:
+    vtype = style.schema[ent.kind][relation]
+    if isinstance(vtype, Many):
+        ok = (isinstance(new_value, list) and new_value and len(set(new_value)) == len(new_value)
+              and all(isinstance(v, str) and v in by_id and by_id[v].kind in vtype.kinds
+                      and v != ent.id for v in new_value))
+        if not ok:
+            raise ValueError("%s.%s must be a non-empty list of distinct ids of other %s "
+                             "entities, got %r" % (ent.kind, relation, "/".join(vtype.kinds),
+                                                   new_value))
+    elif isinstance(vtype, tuple):
+        target = by_id.get(new_value) if isinstance(new_value, str) else None
+        if target is None or target.kind not in vtype or new_value == ent.id:
+            raise ValueError("%s.%s must be the id of another %s entity, got %r"
+                             % (ent.kind, relation, "/".join(vtype), new_value))
+    elif not isinstance(new_value, str) or not _LITERAL_CHECKS[vtype].fullmatch(new_value):
+        raise ValueError("%s.%s needs a %s literal, got %r" % (ent.kind, relation, vtype,
+                                                               new_value))
+
+
+def edit_fact(world: World, entity_id: str, relation: str, new_value) -> World:
     """Return a new World in which ``entity_id``'s ``relation`` is ``new_value``.
 
-    ``new_value`` is an entity id for relations between entities, else a literal
+    ``new_value`` is an entity id for relations between entities, a list of ids
+    for list-valued ones (people world: children, friends ...), else a literal
     (e.g. "14 March 1873", "1873").  Articles mentioning the fact and the
     question asking about it are updated; everything else is left identical.
+    A fact belongs to its subject: editing X's children leaves the children's
+    own "parents" facts as they were.
     """
+    style = _style(world.style)
     by_id = {e.id: e for e in world.entities}
     if entity_id not in by_id:
         raise ValueError("unknown entity id %r" % entity_id)
@@ -407,31 +530,24 @@ def edit_fact(world: World, entity_id: str, relation: str, new_value: str) -> Wo
     if relation not in ent.attrs:
         raise ValueError("entity %s (%s) has no %r fact; it has: %s"
                          % (entity_id, ent.kind, relation, ", ".join(sorted(ent.attrs))))
-    vtype = SCHEMA[ent.kind][relation]
-    if isinstance(vtype, tuple):
-        target = by_id.get(new_value)
-        if target is None or target.kind not in vtype or new_value == entity_id:
-            raise ValueError("%s.%s must be the id of another %s entity, got %r"
-                             % (ent.kind, relation, "/".join(vtype), new_value))
-    elif not isinstance(new_value, str) or not _LITERAL_CHECKS[vtype].fullmatch(new_value):
-        raise ValueError("%s.%s needs a %s literal, got %r" % (ent.kind, relation, vtype,
-                                                               new_value))
+    _check_value(ent, relation, new_value, by_id, style)
     new_ent = Entity(ent.id, ent.kind, ent.name, {**ent.attrs, relation: new_value})
     entities = [new_ent if e.id == entity_id else e for e in world.entities]
     by_id[entity_id] = new_ent
     # The entity's own article, and those of everything it points to (before and
     # after the edit), whose reverse sentences may mention it.
-    affected = {entity_id} | {e.attrs[r] for e in (ent, new_ent) for r in e.attrs
-                              if _is_entity_rel(e.kind, r)}
-    incoming = _incoming(entities, affected)
-    documents = [_document(world.seed, by_id[d["id"]], by_id, incoming)
+    affected = {entity_id} | {t for e in (ent, new_ent) for r in e.attrs
+                              for t in _targets(e, r, style)}
+    incoming = _incoming(entities, style, affected)
+    documents = [_document(world.seed, by_id[d["id"]], by_id, incoming, style)
                  if d["id"] in affected else d for d in world.documents]
     questions = {}
     for name, qs in world.questions.items():
-        questions[name] = [_question(world.seed, new_ent, relation, by_id)
+        questions[name] = [_question(world.seed, new_ent, relation, by_id, style)
                            if q["entity_id"] == entity_id and q["relation"] == relation
                            else q for q in qs]
-    return World(seed=world.seed, entities=entities, documents=documents, questions=questions)
+    return World(seed=world.seed, entities=entities, documents=documents, questions=questions,
+                 style=world.style)
 
 
 # ------------------------------------------------------------------ files
@@ -447,12 +563,12 @@ def _read_jsonl(path: Path) -> list:
 
 
 def world_summary(world: World) -> dict:
-    kinds = {k: 0 for k in KINDS}
+    kinds = {k: 0 for k in _style(world.style).kinds}
     for e in world.entities:
         kinds[e.kind] = kinds.get(e.kind, 0) + 1
     docs = world.documents
     words = sum(len(d["text"].split()) for d in docs)
-    return {"seed": world.seed, "num_entities": len(world.entities),
+    return {"style": world.style, "seed": world.seed, "num_entities": len(world.entities),
             "entities_by_kind": kinds, "documents": len(docs),
             "questions": {k: len(v) for k, v in world.questions.items()},
             "mean_article_words": round(words / max(1, len(docs)), 2)}
@@ -488,5 +604,7 @@ def read_world(out_dir) -> World:
     entities = [Entity(r["id"], r["kind"], r["name"], r["attrs"])
                 for r in _read_jsonl(out / "entities.jsonl")]
     questions = {s: _read_jsonl(out / ("qa-%s.jsonl" % s)) for s in ("train", "dev", "test")}
+    style = meta.get("style", "encyclopedia")  # worlds written before styles existed
+    _style(style)
     return World(seed=meta["seed"], entities=entities,
-                 documents=_read_jsonl(out / "corpus.jsonl"), questions=questions)
+                 documents=_read_jsonl(out / "corpus.jsonl"), questions=questions, style=style)

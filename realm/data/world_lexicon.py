@@ -479,3 +479,87 @@ FILLERS = {
         "The production went well over its original budget.",
     ),
 }
+
+
+# ======================================================= the "people" world
+# A world of families (see realm.data.world_people): fact templates for the
+# person-to-person relations, and the questions asked about them.  A list-valued
+# relation ("children") renders its items joined as "A, B and C"; the key
+# REL + "/1" holds the wording for a list of one item.
+_PEOPLE_BIRTHPLACE = FACT_TEMPLATES["person"]["birthplace"][:3] + (
+    "{S} was born in the city of {O}.",)
+PEOPLE_FACT_TEMPLATES = {
+    "person": {
+        "occupation": FACT_TEMPLATES["person"]["occupation"],
+        "birth_date": FACT_TEMPLATES["person"]["birth_date"],
+        "birthplace": _PEOPLE_BIRTHPLACE,
+        "hometown": ("{S} lived in {O}.", "{S} settled in {O}.", "{P} home was in {O}.",
+                     "For most of {p} adult life {s} made a home in {O}."),
+        "employer": FACT_TEMPLATES["person"]["employer"],
+        "spouse": ("{S} was married to {O}.", "{S} and {O} were married.", "{S} wed {O}.",
+                   "{O} became {p} spouse."),
+        "parents": ("{P} parents were {O}.", "{S} was born to {O}.",
+                    "{S} was the child of {O}."),
+        "parents/1": ("{P} parent was {O}.", "{S} was raised by {O}.",
+                      "{S} was the child of {O}."),
+        "children": ("{P} children were {O}.", "{S} had the children {O}.",
+                     "{S} was the parent of {O}.", "{S} brought up {O}."),
+        "children/1": ("{P} only child was {O}.", "{S} had one child, {O}.",
+                       "{S} was the parent of {O}."),
+        "siblings": ("{P} siblings were {O}.", "{S} grew up alongside {O}.",
+                     "{S} shared a childhood home with {O}."),
+        "siblings/1": ("{P} only sibling was {O}.", "{S} had one sibling, {O}.",
+                       "{S} grew up alongside {O}."),
+        "friends": ("{P} close friends included {O}.", "{S} was close friends with {O}.",
+                    "{S} counted {O} among {p} friends."),
+        "friends/1": ("{P} closest friend was {O}.", "{S} was a close friend of {O}.",
+                      "{S} counted {O} among {p} friends."),
+        "colleagues": ("{S} worked alongside {O}.", "{P} colleagues included {O}.",
+                       "Among {p} fellow workers were {O}."),
+        "colleagues/1": ("{S} worked alongside {O}.", "{P} closest colleague was {O}.",
+                         "{S} shared an office with {O}."),
+        # mentioned, never asked about: names in an article that answer nothing
+        "acquaintances": ("{S} corresponded with {O}.", "{S} was acquainted with {O}.",
+                          "{S} often visited {O}.", "{S} met {O} on several occasions."),
+    },
+    "city": {"founded_year": FACT_TEMPLATES["city"]["founded_year"],
+             "population": FACT_TEMPLATES["city"]["population"]},
+    "company": FACT_TEMPLATES["company"],
+}
+
+PEOPLE_REVERSE_TEMPLATES = {
+    "hometown": ("Residents of {T} have included {L}.", "{T} has been home to {L}.",
+                 "People who lived in {T} include {L}."),
+    **{rel: REVERSE_TEMPLATES[rel] for rel in ("birthplace", "employer", "founder",
+                                               "headquarters")},
+}
+
+PEOPLE_QUESTION_TEMPLATES = {
+    "person": {
+        **{rel: QUESTION_TEMPLATES["person"][rel]
+           for rel in ("occupation", "birth_date", "birthplace", "employer")},
+        "hometown": ("Where did {E} live?", "In which city was {E} living?",
+                     "What city did {E} call home?"),
+        "spouse": ("Who was {E} married to?", "Who was the spouse of {E}?",
+                   "Whom did {E} marry?"),
+        "parents": ("Who were the parents of {E}?", "Who are {E}'s mother and father?",
+                    "Name a parent of {E}."),
+        "children": ("Who are the children of {E}?", "Which sons or daughters did {E} have?",
+                     "Name a child of {E}."),
+        "siblings": ("Who were the siblings of {E}?", "Which brothers or sisters did {E} have?",
+                     "Name a sibling of {E}."),
+        "friends": ("Who were {E}'s friends?", "Name a friend of {E}.",
+                    "Which people were friends of {E}?"),
+        "colleagues": ("Who were {E}'s co-workers?", "Name a colleague of {E}.",
+                       "With whom did {E} work?"),
+    },
+}
+
+PEOPLE_FILLERS = {
+    "person": FILLERS["person"] + (
+        "{S} was known for a dry sense of humour.", "{P} handwriting was notoriously hard to read.",
+        "Neighbours recalled that {s} rose early every morning.",
+        "{S} took a keen interest in local history.", "{P} portrait hangs in a family home.",
+        "In old age {s} took up gardening.", "{S} travelled abroad only once.",
+        "{P} recipes were handed down through the family."),
+    "city": FILLERS["city"], "company": FILLERS["company"]}

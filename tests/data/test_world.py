@@ -1,4 +1,6 @@
 """Tests for the synthetic knowledge world (realm.data.world)."""
+import hashlib
+import json
 import random
 import re
 from collections import Counter
@@ -173,13 +175,16 @@ def test_question_wording_differs_from_article(world):
     assert checked >= len(all_questions(world))
 
 
-def test_question_templates_differ_from_fact_templates():
+@pytest.mark.parametrize("questions, facts", [
+    (L.QUESTION_TEMPLATES, L.FACT_TEMPLATES), (L.PEOPLE_QUESTION_TEMPLATES, L.PEOPLE_FACT_TEMPLATES)])
+def test_question_templates_differ_from_fact_templates(questions, facts):
     """Exhaustive version of the check above: every question wording against
-    every wording of the same fact, with every way of naming the subject."""
-    for kind, rels in L.QUESTION_TEMPLATES.items():
+    every wording of the same fact (lists of one item included), with every way
+    of naming the subject."""
+    for kind, rels in questions.items():
         ent = Entity("E0", kind, "Zed Quorn", {"gender": "female"})
         for rel, q_tpls in rels.items():
-            for f_tpl in L.FACT_TEMPLATES[kind][rel]:
+            for f_tpl in facts[kind][rel] + facts[kind].get(rel + "/1", ()):
                 for mode in ("full", "short", "pronoun"):
                     sent = f_tpl.format(O="Value", a="a", **_subject(ent, mode, f_tpl))
                     for q_tpl in q_tpls:
@@ -308,3 +313,238 @@ def test_twenty_thousand_entities():
     w = generate_world(20_000, seed=1)
     assert len(w.documents) == 20_000
     assert len({e.name for e in w.entities}) == 20_000
+
+
+# -------------------------------------------------------- the people world
+# sha256 of the default (encyclopedia) world's entities, documents and questions,
+# computed with the code from before world styles existed (commit e988334).
+DEFAULT_WORLD_SHA256 = {
+    (20, 1): "94d0a3fc18838be4c0dc9f3a422414a672159800826e067d69c8a53062ff4586",
+    (300, 0): "e19d7995d7754d24979efbb6a07ea2dbe6f14d4d9445620ad4db96cf86cc2c62",
+}
+
+
+def world_sha256(w):
+    blob = json.dumps([w.documents, w.questions, [(e.id, e.kind, e.name, e.attrs) for e in w.entities]],
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+@pytest.mark.parametrize("n, seed", sorted(DEFAULT_WORLD_SHA256))
+def test_default_style_unchanged(n, seed):
+    w = generate_world(n, seed)
+    assert w.style == "encyclopedia"
+    assert world_sha256(w) == DEFAULT_WORLD_SHA256[n, seed]
+    assert world_sha256(generate_world(n, seed, style="encyclopedia")) == DEFAULT_WORLD_SHA256[n, seed]
+
+
+@pytest.fixture(scope="module")
+def people():
+    return generate_world(400, seed=5, style="people")
+
+
+def persons(w):
+    return [e for e in w.entities if e.kind == "person"]
+
+
+def test_unknown_style_raises():
+    with pytest.raises(ValueError, match="unknown world style 'novel'"):
+        generate_world(100, 0, style="novel")
+
+
+def test_people_files_deterministic(tmp_path, people):
+    a = write_world(generate_world(150, seed=2, style="people"), tmp_path / "a")
+    b = write_world(generate_world(150, seed=2, style="people"), tmp_path / "b")
+    c = write_world(generate_world(150, seed=3, style="people"), tmp_path / "c")
+    for name in a:
+        assert a[name].read_bytes() == b[name].read_bytes(), name
+    assert a["corpus"].read_bytes() != c["corpus"].read_bytes()
+    assert json.loads(a["world"].read_text())["style"] == "people"
+    write_world(people, tmp_path / "p")
+    back = read_world(tmp_path / "p")
+    assert back == people and back.style == "people"
+
+
+@pytest.mark.parametrize("n", [MIN_ENTITIES, 60, 3000])
+def test_people_world_sizes(n):
+    w = generate_world(n, seed=0, style="people")
+    assert len(w.entities) == len(w.documents) == n
+    assert {e.kind for e in w.entities} == {"person", "city", "company"}
+    assert len({e.name for e in w.entities}) == n  # full names are unique ...
+    assert {q["relation"] for q in all_questions(w)} >= {"birth_date", "hometown", "spouse"}
+    kind = {e.id: e.kind for e in w.entities}
+    assert {kind[q["entity_id"]] for q in all_questions(w)} == {"person"}  # questions ask about people
+
+
+def test_people_answers_in_own_article(people):
+    text = {d["id"]: d["text"] for d in people.documents}
+    qs = all_questions(people)
+    assert len(qs) > 8 * len(persons(people))
+    for q in qs:
+        assert q["answer"] and all(a in text[q["entity_id"]] for a in q["answer"]), q
+        assert q["question"].endswith("?") or q["question"].endswith(".")
+        assert not any(re.search(r"\b%s\b" % re.escape(a), q["question"]) for a in q["answer"]), q
+
+
+def test_people_list_answers(people):
+    by_id = {e.id: e for e in people.entities}
+    text = {d["id"]: d["text"] for d in people.documents}
+    lists = Counter()
+    for q in all_questions(people):
+        value = by_id[q["entity_id"]].attrs[q["relation"]]
+        if not isinstance(value, list):
+            assert len(q["answer"]) == 1
+            continue
+        names = [by_id[i].name for i in value]
+        whole = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        # every item is a gold answer, and so is the whole list as the article writes it
+        assert q["answer"] == (names if len(names) == 1 else names + [whole])
+        assert whole in text[q["entity_id"]]
+        lists[q["relation"], min(len(names), 2)] += 1
+    for rel in ("parents", "children", "siblings", "friends", "colleagues"):
+        assert lists[rel, 2] > 0, rel  # list-valued answers of two or more items occur
+    assert lists["children", 1] > 0 and lists["siblings", 1] > 0
+    assert not any(q["relation"] == "acquaintances" for q in all_questions(people))
+
+
+def test_people_families_are_consistent(people):
+    by_id = {e.id: e for e in people.entities}
+    for e in persons(people):
+        a = e.attrs
+        for child in a.get("children", []):
+            assert e.id in by_id[child].attrs["parents"]
+        if "parents" in a:
+            father, mother = (by_id[p] for p in a["parents"])
+            assert father.attrs["spouse"] == mother.id and mother.attrs["spouse"] == father.id
+            assert e.name.split()[-1] == father.name.split()[-1]  # children take the father's surname
+            assert a.get("siblings", []) == [c for c in father.attrs["children"] if c != e.id]
+        if "spouse" in a:
+            assert by_id[a["spouse"]].attrs["spouse"] == e.id
+        for friend in a.get("friends", []):
+            assert e.id in by_id[friend].attrs["friends"]
+        for c in a.get("colleagues", []):
+            assert by_id[c].attrs["employer"] == a["employer"] and e.id in by_id[c].attrs["colleagues"]
+        for rel in ("parents", "children", "siblings", "friends", "colleagues", "acquaintances"):
+            assert e.id not in a.get(rel, []) and len(set(a.get(rel, []))) == len(a.get(rel, []))
+
+
+def _full_name_spread(w):
+    """Per question about a person: in how many other articles the person's full name occurs."""
+    by_id = {e.id: e for e in w.entities}
+    spread = []
+    for q in all_questions(w):
+        name = by_id[q["entity_id"]].name
+        if by_id[q["entity_id"]].kind == "person":
+            spread.append(sum(name in d["text"] for d in w.documents if d["id"] != q["entity_id"]))
+    return spread
+
+
+def test_people_names_overlap(people):
+    ps = persons(people)
+    surnames = Counter(e.name.split()[-1] for e in ps)
+    firsts = Counter(e.name.split()[0] for e in ps)
+    assert sum(surnames[e.name.split()[-1]] >= 3 for e in ps) >= 0.95 * len(ps)  # families
+    assert sum(firsts[e.name.split()[0]] >= 5 for e in ps) >= 0.8 * len(ps)  # reused given names
+    # a person's full name occurs in many other articles (relatives, friends, colleagues) ...
+    spread = _full_name_spread(people)
+    assert sum(s >= 5 for s in spread) >= 0.9 * len(spread)
+    # ... unlike in the encyclopedia world, where the measure stays low
+    easy = _full_name_spread(generate_world(400, seed=5))
+    assert sum(s >= 5 for s in easy) <= 0.5 * len(easy)
+
+
+def test_people_articles_shape(people):
+    by_id = {e.id: e for e in people.entities}
+    for d in people.documents:
+        sents = sentences(d["text"])
+        assert d["title"] == by_id[d["id"]].name and d["title"] in sents[0]
+        assert 5 <= len(sents) <= 20, d
+        assert "{" not in d["text"] and "  " not in d["text"]
+
+
+def test_people_edit_list_fact(people):
+    by_id = {e.id: e for e in people.entities}
+    text = {d["id"]: d["text"] for d in people.documents}
+    parent = next(e for e in persons(people) if len(e.attrs.get("children", [])) >= 2)
+    new_kids = [e.id for e in persons(people) if e.id != parent.id
+                and e.id not in parent.attrs["children"]][:3]
+    new = edit_fact(people, parent.id, "children", new_kids)
+    assert new.style == "people"
+    new_text = {d["id"]: d["text"] for d in new.documents}
+    old_s, new_s = sentences(text[parent.id]), sentences(new_text[parent.id])
+    changed = [(a, b) for a, b in zip(old_s, new_s) if a != b]
+    assert len(old_s) == len(new_s) and len(changed) == 1  # only the sentence stating the fact
+    names = [by_id[i].name for i in new_kids]
+    assert all(n in changed[0][1] for n in names)
+    assert all(by_id[c].name not in changed[0][1] for c in parent.attrs["children"])
+    assert [d for d in new.documents if d["id"] != parent.id] == [
+        d for d in people.documents if d["id"] != parent.id]
+    q = next(q for q in all_questions(new) if q["entity_id"] == parent.id
+             and q["relation"] == "children")
+    assert q["answer"] == names + [", ".join(names[:2]) + " and " + names[2]]
+    # a list of one uses the singular wording
+    one = edit_fact(people, parent.id, "children", new_kids[:1])
+    one_text = next(d["text"] for d in one.documents if d["id"] == parent.id)
+    assert any(w in one_text for w in ("only child", "one child", "parent of " + names[0]))
+
+
+def test_people_edit_city_updates_reverse_lists():
+    w = generate_world(120, seed=4, style="people")
+    person = next(e for e in persons(w) if "employer" in e.attrs)
+    old_co = person.attrs["employer"]
+    new_co = next(e.id for e in w.entities if e.kind == "company" and e.id != old_co)
+    new = edit_fact(w, person.id, "employer", new_co)
+    changed = {d["id"] for d, o in zip(new.documents, w.documents) if d != o}
+    assert person.id in changed and changed <= {person.id, old_co, new_co}
+    assert new.documents == render_documents(w.seed, new.entities, "people")
+
+
+def test_people_edits_equal_fresh_render(people):
+    rng = random.Random(1)
+    w = people
+    ps = [e.id for e in persons(people)]
+    companies = [e.id for e in people.entities if e.kind == "company"]
+    cities = [e.id for e in people.entities if e.kind == "city"]
+    for _ in range(25):
+        eid = rng.choice(ps)
+        e = next(x for x in w.entities if x.id == eid)
+        rel = rng.choice(sorted(e.attrs))
+        value = e.attrs[rel]
+        if isinstance(value, list):
+            value = rng.sample([p for p in ps if p != e.id], rng.randint(1, 3))
+        elif rel in ("birthplace", "hometown"):
+            value = rng.choice(cities)
+        elif rel == "employer":
+            value = rng.choice(companies)
+        elif rel == "spouse":
+            value = rng.choice([p for p in ps if p != e.id])
+        else:
+            value = {"birth_date": "9 May 1899", "gender": "female", "occupation": "glassblower"}[rel]
+        w = edit_fact(w, e.id, rel, value)
+    assert w.documents == render_documents(w.seed, w.entities, "people")
+    assert w.questions == build_questions(w.seed, w.entities, style="people")
+
+
+def test_people_edit_rejects_bad_lists(people):
+    person = next(e for e in persons(people) if "friends" in e.attrs)
+    city = next(e.id for e in people.entities if e.kind == "city")
+    other = next(e.id for e in persons(people) if e.id != person.id)
+    for value in ([], [city], [person.id], [other, other], other, ["E999999"]):
+        with pytest.raises(ValueError, match="friends"):
+            edit_fact(people, person.id, "friends", value)
+
+
+def test_cli_world_style_and_people_preset(tmp_path, capsys):
+    from realm.cli import main
+    from realm.config import load_config
+
+    assert main(["world", "--entities", "60", "--seed", "2", "--style", "people", "--out",
+                 str(tmp_path)]) == 0
+    assert json.loads(capsys.readouterr().out)["summary"]["style"] == "people"
+    back = read_world(tmp_path)
+    assert back == generate_world(60, 2, style="people")
+    people_cfg, demo = load_config("people"), load_config("demo")
+    assert (people_cfg.name, people_cfg.world.style, people_cfg.world.entities) == ("people", "people", 500)
+    assert demo.world.style == "encyclopedia"
+    for section in ("corpus", "retriever", "ict", "pretrain", "reader", "finetune"):
+        assert getattr(people_cfg, section) == getattr(demo, section), section
