@@ -110,6 +110,8 @@ def _check(records, shape) -> str | None:
         return f"holds a {type(records).__name__} ({getattr(records, 'dtype', '')}), not an object array"
     if records.ndim != 1 or records.shape != tuple(shape):
         return f"holds an array of shape {records.shape}; the header says {tuple(shape)} (1-D expected)"
+    if set(map(type, records.tolist())) <= {bytes}:  # map/set run in C: fast on 13M records
+        return None
     bad = next((i for i, r in enumerate(records) if type(r) is not bytes), None)
     if bad is not None:
         return f"record {bad} is a {type(records[bad]).__name__}, not bytes"

@@ -139,6 +139,11 @@ def test_reader_matches_port(converted, ref):
     block, cand = divmod(flat, joint.shape[1])
     assert [block, cand] == [int(x["block_idx"]), int(x["candidate"])]
     assert out.starts[cand] == x["start_pos"] and out.ends[cand] == x["end_pos"]
+    pred = reader.predict({k: x[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, bs, be,
+                          rel[None, :rows])  # the model's own API gives the same answer
+    assert [int(pred.block[0]), int(pred.start[0]), int(pred.end[0])] == [block, int(x["start_pos"]),
+                                                                          int(x["end_pos"])]
+    close(pred.score, x["reader_logits"][block, cand].reshape(1))
     # losses (B = 1): reader over the R read blocks, retriever over all K scores
     for name in ("reader", "reader_noanswer"):
         y = case(ref, name)
@@ -190,6 +195,10 @@ def test_openqa_run_matches_port(converted, ref, name):
     for r in range(3):
         body[r, bs[r]:be[r]] = True
     assert torch.equal(body, x["reader_block_mask"])
+    pred = reader.predict(inputs, bs, be, scores[0, top][None])  # the reader's API: the port's answer
+    assert [int(pred.block[0]), int(pred.start[0]), int(pred.end[0])] == [
+        int(x["block_idx"]), int(x["start_pos"]), int(x["end_pos"])]
+    assert pred.answer_ids[0] == x["predicted_answer_ids"].tolist()
     # the whole realm QA path (retrieve from the index, read, pick the best span) gives the port's answer
     pred = predict(retriever, reader, store, emb, [QAExample(question, ("paris", "the capital"))], k=3)[0]
     block_idx = int(x["block_idx"])
