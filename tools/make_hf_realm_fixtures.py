@@ -47,7 +47,8 @@ released checkpoints look. Same weights, same records, so the reference outputs 
                          + RealmTokenizerFast.save_pretrained (adds tokenizer.json). Needs transformers
                          4.36-4.39 (tested 4.39.3 + tokenizers 0.15.2): those drop every shared
                          query_embedder.* tensor and keep only embedder.*; 4.40.2 raises instead.
-    openqa_hub/          config.json + model.safetensors copied from openqa/; block_records.npy and the
+    openqa_hub/          RealmForOpenQA.from_pretrained('openqa').save_pretrained(d, safe_serialization=False)
+                         (pytorch_model.bin, as stock 4.40.2 must); block_records.npy and the
                          tokenizer files written by RealmRetriever(records, RealmTokenizerFast)
                          .save_pretrained(d) with records an OBJECT array of bytes (what
                          convert_tfrecord_to_np gives, so what the hub uploads hold). Run with
@@ -662,8 +663,9 @@ def save_as_released(out: str, which: str) -> int:
         RealmScorer.from_pretrained(src).save_pretrained(d, safe_serialization=True)
         tok.save_pretrained(d)
     else:
-        for name in ("config.json", "model.safetensors"):
-            shutil.copyfile(os.path.join(src, name), os.path.join(d, name))
+        # stock 4.40.2 cannot write a RealmForOpenQA as safetensors (see save_model): pytorch_model.bin,
+        # which is also what the hub uploads hold
+        RealmForOpenQA.from_pretrained(src).save_pretrained(d, safe_serialization=False)
         fixed = np.load(os.path.join(src, "block_records.npy"), allow_pickle=False)
         records = np.empty(len(fixed), dtype=object)
         records[:] = fixed.tolist()  # bytes objects, as tf's as_numpy_iterator yields them
