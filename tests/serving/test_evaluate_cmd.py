@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from realm.cli import main
 from realm.data.qa import exact_match, has_answer
+from realm.models.inputs import Specials, query_inputs
 from realm.models.retriever import Retriever, relevance
 from realm.serving.qa_run import IndexedCorpus
 
@@ -54,18 +55,18 @@ def test_evaluate_metrics_and_predictions(run, tmp_path, capsys):
     indexed = IndexedCorpus.load(run)
     store, emb = indexed.store, torch.from_numpy(indexed.embeddings)
     retriever = Retriever.load(run / "retriever").eval()
-    from realm.models.inputs import Specials, query_inputs
-
     sp = Specials.of(store.tokenizer)
     hits, correct = [], []
     for row, pred in zip(QA, preds):
         with torch.no_grad():
-            q = retriever.embed_queries(query_inputs([store.tokenizer.encode(row["question"])], sp, retriever.query_len))
+            q_ids = [store.tokenizer.encode(row["question"])]
+            q = retriever.embed_queries(query_inputs(q_ids, sp, retriever.query_len))
         scores = relevance(q, emb)[0]
         top = scores.topk(2).indices.tolist()
         assert pred["question"] == row["question"] and [e["block"] for e in pred["evidence"]] == top
         for e, b in zip(pred["evidence"], top):
-            assert e["text"] == store.block_text(b) and e["retrieval_score"] == pytest.approx(float(scores[b]), abs=1e-5)
+            assert e["text"] == store.block_text(b)
+            assert e["retrieval_score"] == pytest.approx(float(scores[b]), abs=1e-5)
         hits.append([has_answer(store.block_text(b), row["answer"]) for b in top])
         assert pred["block"] in top and pred["prediction"] == store.block_text(pred["block"])[
             pred["answer_start"]:pred["answer_end"]]
