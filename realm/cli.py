@@ -241,10 +241,12 @@ def build_parser() -> argparse.ArgumentParser:
     from realm.convert.cli_commands import register as register_convert
     from realm.serving.cli_commands import register as register_serving
     from realm.serving.cli_commands import register_index_update
+    from realm.serving.evaluate_cmd import register_evaluate
 
     register_convert(sub)
     register_serving(sub)  # realm ask / realm serve
     register_index_update(index)  # realm index update
+    register_evaluate(sub)  # realm evaluate
     return parser
 
 

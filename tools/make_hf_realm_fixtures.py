@@ -40,6 +40,24 @@ WEIGHTS
     them sees a small variance and its epsilon matters), biases N(0, 0.05), LayerNorm weights
     1 + N(0, 0.2), LayerNorm biases N(0, 0.1). Config keeps the port's defaults for hidden_act
     (gelu_new), layer_norm_eps (1e-12) and reader_layer_norm_eps (1e-3): a converter must carry them.
+
+AS RELEASED (--released scorer | openqa): two more folders, re-saved from the ones above the way
+released checkpoints look. Same weights, same records, so the reference outputs above apply to them.
+    scorer_safetensors/  RealmScorer.from_pretrained('scorer').save_pretrained(d, safe_serialization=True)
+                         + RealmTokenizerFast.save_pretrained (adds tokenizer.json). Needs transformers
+                         4.36-4.39 (tested 4.39.3 + tokenizers 0.15.2): those drop every shared
+                         query_embedder.* tensor and keep only embedder.*; 4.40.2 raises instead.
+    openqa_hub/          RealmForOpenQA.from_pretrained('openqa').save_pretrained(d, safe_serialization=False)
+                         (pytorch_model.bin, as stock 4.40.2 must); block_records.npy and the
+                         tokenizer files written by RealmRetriever(records, RealmTokenizerFast)
+                         .save_pretrained(d) with records an OBJECT array of bytes (what
+                         convert_tfrecord_to_np gives, so what the hub uploads hold). Run with
+                         transformers 4.40.2 and numpy 1.26.4: np.save then pickles with protocol 3
+                         and numpy.core.multiarray._reconstruct, like every file written before numpy 2.
+
+    PYTHONPATH=/tmp/tf4.39.3:/tmp/tok0152 /tmp/hf440/bin/python tools/make_hf_realm_fixtures.py --released scorer
+    PYTHONPATH=/tmp/np126 /tmp/hf440/bin/python tools/make_hf_realm_fixtures.py --released openqa
+    (each a `pip install --no-deps --target DIR` of transformers==4.39.3 / tokenizers==0.15.2 / numpy==1.26.4)
 """
 
 from __future__ import annotations
@@ -169,8 +187,12 @@ def save_model(model, tok, out: str, name: str, safe: bool = True) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "hf_realm"))
+    ap.add_argument("--released", choices=("scorer", "openqa"), help="re-save a fixture the way released "
+                    "checkpoints look (see AS RELEASED in the docstring)")
     args = ap.parse_args()
     out = os.path.abspath(args.out)
+    if args.released:
+        return save_as_released(out, args.released)
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(0)
     np.random.seed(0)
@@ -624,6 +646,32 @@ def main() -> int:
         },
     )
     print("openqa predicted:", tok.decode(qo.predicted_answer_ids), "retrieved:", retrieved.tolist())
+    return 0
+
+
+def save_as_released(out: str, which: str) -> int:
+    """``scorer_safetensors/`` or ``openqa_hub/`` from the committed ``scorer/`` / ``openqa/`` folders."""
+    from transformers import RealmTokenizerFast
+
+    src = os.path.join(out, which)
+    d = os.path.join(out, {"scorer": "scorer_safetensors", "openqa": "openqa_hub"}[which])
+    if os.path.isdir(d):
+        shutil.rmtree(d)
+    os.makedirs(d)
+    tok = RealmTokenizerFast.from_pretrained(src)
+    if which == "scorer":
+        RealmScorer.from_pretrained(src).save_pretrained(d, safe_serialization=True)
+        tok.save_pretrained(d)
+    else:
+        # stock 4.40.2 cannot write a RealmForOpenQA as safetensors (see save_model): pytorch_model.bin,
+        # which is also what the hub uploads hold
+        RealmForOpenQA.from_pretrained(src).save_pretrained(d, safe_serialization=False)
+        fixed = np.load(os.path.join(src, "block_records.npy"), allow_pickle=False)
+        records = np.empty(len(fixed), dtype=object)
+        records[:] = fixed.tolist()  # bytes objects, as tf's as_numpy_iterator yields them
+        RealmRetriever(records, tok).save_pretrained(d)
+    versions = {"transformers": transformers.__version__, "numpy": np.__version__, "torch": torch.__version__}
+    print(d, sorted(os.listdir(d)), versions)
     return 0
 
 

@@ -51,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--as", dest="hf_class", choices=HF_CLASSES,
                    help="class of the checkpoint (default: config.json's architectures)")
     p.add_argument("--allow-pickle", action="store_true",
-                   help="allow block_records.npy to be an object array (loading it runs pickle: trusted files only)")
+                   help="read a block_records.npy that holds more than an object array of bytes with full pickle "
+                        "(it can run code: trusted files only). Object arrays of bytes never need it")
     p.set_defaults(func=cmd_from_hf_realm)
 
     p = sub.add_parser("to-hf-realm", help="export realm models in the transformers (<= 4.40) REALM port's format",

@@ -26,10 +26,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from realm.convert.npy_records import UnsafeRecordsError, load_records, save_records
+
 log = logging.getLogger(__name__)
 
 SIDECAR = "hf_realm"  # OUT/hf_realm/: source.json, unused.safetensors, the original tokenizer files
-TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json")
 IGNORED_SUFFIXES = ("embeddings.position_ids", "embeddings.token_type_ids")  # buffers in files older than 4.31
 
 
@@ -150,6 +152,12 @@ def split_state(hf_class: str, state: dict[str, torch.Tensor]) -> tuple[dict[str
             unknown.append(key)
     if unknown:
         raise ConversionError(f"{hf_class}: {len(unknown)} unexpected weights, e.g. {unknown[:5]}")
+    if hf_class == "RealmScorer" and "query" not in comps:
+        # In the port, query_embedder IS embedder unless another module was passed. transformers 4.36-4.39
+        # save_pretrained(safe_serialization=True) therefore drops every query_embedder.* tensor: one tower.
+        for side in (comps, unused):
+            if "doc" in side:
+                side["query"] = side.pop("doc")
     for side in (comps, unused):  # a RealmScorer whose towers are the same module -> one shared tower
         if "doc" in side and _same(side["doc"], side.get("query", {})):
             del side["doc"]
@@ -241,6 +249,8 @@ def from_hf_realm(src: str | Path, out: str | Path, hf_class: str | None = None,
             written.append("reader")
         info = {"format_version": 1, "hf_class": hf_class, "config": raw, "weights_file": weights_file,
                 "source": str(src)}
+        if weights_file.startswith("pytorch_model"):  # torch.save keeps the key order: an export restores it
+            info["key_order"] = list(state)
         if "block_emb" in comps:
             if not has_tokenizer:
                 raise ConversionError(f"{src}: a RealmForOpenQA needs vocab.txt to build its corpus")
@@ -287,10 +297,10 @@ def _import_blocks(src: Path, out: Path, cfg: dict, block_emb: torch.Tensor, unu
     from realm.serving.qa_run import FORMAT_VERSION, RUN_FILE
 
     try:
-        records = np.load(src / "block_records.npy", allow_pickle=allow_pickle)
-    except ValueError as e:  # an object array: only pickle can read it, and pickle can run code
-        raise ConversionError(f"{src}/block_records.npy needs pickle to load ({e}); pass --allow-pickle "
-                              f"if you trust this file") from None
+        records, records_info = load_records(src / "block_records.npy", allow_pickle=allow_pickle)
+    except UnsafeRecordsError as e:  # more than an object array of bytes: only full pickle reads it
+        raise ConversionError(f"{e}. Pass --allow-pickle only if you trust this file: full pickle can run "
+                              f"code") from None
     texts = [r.decode("utf-8") if isinstance(r, bytes) else str(r) for r in records.tolist()]
     if block_emb.shape[0] != len(texts):
         raise ConversionError(f"{src}: block_emb has {block_emb.shape[0]} rows but block_records {len(texts)}")
@@ -323,7 +333,9 @@ def _import_blocks(src: Path, out: Path, cfg: dict, block_emb: torch.Tensor, unu
     if dropped.size:
         log.warning("%d empty block records set aside (kept in %s for export)", dropped.size, SIDECAR)
         unused["block_emb"] = {"dropped": emb[torch.from_numpy(dropped)]}
-    return {"corpus_hash": store.corpus_hash, "block_records_dtype": records.dtype.str,
+    return {"corpus_hash": store.corpus_hash, "block_records_dtype": records_info["dtype"],
+            "block_records_pickle": {k: records_info[k] for k in ("pickle_protocol", "pickle_module")
+                                     if k in records_info},
             "dropped_records": [{"index": int(i), "text": texts[i]} for i in dropped]}
 
 
@@ -421,6 +433,7 @@ def to_hf_realm(run: str | Path, out: str | Path, hf_class: str | None = None, f
                                  "searcher_beam_size": min(5000, derived.get("num_block_records", 5000))}
     cfg = {**cfg, **derived, "architectures": [hf_class], "model_type": "realm"}
     state = _hf_state(hf_class, cfg, states, unused)
+    shared_scorer = hf_class == "RealmScorer" and retriever.shared
     dtype = getattr(torch, cfg.get("torch_dtype") or "float32")
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
     if fmt == "auto":  # the source's format for the same class; else what 4.40.2 itself can write
@@ -432,13 +445,19 @@ def to_hf_realm(run: str | Path, out: str | Path, hf_class: str | None = None, f
     with _writing(out):
         if fmt == "bin":
             for dup, src in tied_keys(hf_class):
-                state[dup] = state[src]  # the same tensor, as the port's state_dict has it
+                state[dup] = state[src].detach()  # the same storage, as in the port's state_dict
+            order = info.get("key_order") if info.get("hf_class") == hf_class else None
+            if order and set(order) == state.keys():
+                state = {k: state[k] for k in order}
             torch.save(state, out / "pytorch_model.bin")
         else:
+            if shared_scorer:  # one tower: what 4.36-4.39 write, and what the port loads as query_embedder too
+                state = {k: v for k, v in state.items() if not k.startswith("query_embedder.")}
             save_file(_unshare(state), str(out / "model.safetensors"), metadata={"format": "pt"})
         (out / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         if "block_emb" in comps:
-            np.save(out / "block_records.npy", records, allow_pickle=records.dtype == object)
+            save_records(out / "block_records.npy", records,
+                         {"dtype": info.get("block_records_dtype", "|S"), **info.get("block_records_pickle", {})})
         tok = _export_tokenizer(run, out, tokenizer, store, cfg)
     return {"hf_class": hf_class, "out": str(out), "format": fmt, "tensors": len(state), "tokenizer": tok}
 
@@ -475,11 +494,11 @@ def _hf_state(hf_class: str, cfg: dict, states: dict, unused: dict) -> dict[str,
                 if t is None or tuple(t.shape) != shape:  # unused by the port's forward: neutral values
                     t = (states[comp]["bert.embeddings.word_embeddings.weight"].clone() if decoder
                          else torch.ones(shape) if local.endswith("LayerNorm.weight") else torch.zeros(shape))
-                out[prefix + local] = t
+                out[prefix + local] = t.detach()  # a tensor of its own (a shared tower shares the storage)
     return out
 
 
-def _export_blocks(indexed, info: dict, unused: dict) -> tuple[np.ndarray, np.ndarray]:
+def _export_blocks(indexed, info: dict, unused: dict) -> tuple[list[bytes], np.ndarray]:
     """(block_records, block_emb) of a run's current index; records set aside at import are put back."""
     store, emb = indexed.store, indexed.embeddings
     if store.manifest["num_docs"] == len(store):  # one block per document: the record is the document text
@@ -492,13 +511,7 @@ def _export_blocks(indexed, info: dict, unused: dict) -> tuple[np.ndarray, np.nd
         rows += [(r["index"], r["text"], e) for r, e in zip(dropped, unused["block_emb"]["dropped"].numpy())]
         rows.sort(key=lambda r: r[0])
         texts, emb = [r[1] for r in rows], np.stack([r[2] for r in rows])
-    raw = [t.encode("utf-8") for t in texts]
-    if info.get("block_records_dtype", "").endswith("O"):
-        records = np.empty(len(raw), dtype=object)
-        records[:] = raw
-    else:
-        records = np.array(raw, dtype=bytes)
-    return records, np.ascontiguousarray(emb, dtype=np.float32)
+    return [t.encode("utf-8") for t in texts], np.ascontiguousarray(emb, dtype=np.float32)
 
 
 def _export_tokenizer(run: Path, out: Path, tokenizer, store, cfg: dict) -> str | None:
@@ -527,4 +540,5 @@ def _export_tokenizer(run: Path, out: Path, tokenizer, store, cfg: dict) -> str 
           "model_max_length": cfg["max_position_embeddings"], **specials}
     (out / "tokenizer_config.json").write_text(json.dumps(tc, indent=2) + "\n", encoding="utf-8")
     (out / "special_tokens_map.json").write_text(json.dumps(specials, indent=2) + "\n", encoding="utf-8")
+    hf.backend_tokenizer.save(str(out / "tokenizer.json"))  # what RealmTokenizerFast reads first
     return str(folder)

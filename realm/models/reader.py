@@ -64,6 +64,19 @@ class ReaderOutput:
     valid: torch.Tensor  # [N, S] bool: the span lies inside the row's block body
 
 
+@dataclass
+class ReaderPrediction:
+    """The best (block, span) of each of ``B`` questions; -1 / -inf / [] where no span was readable."""
+
+    block: torch.Tensor  # [B] which of the question's K rows (0..K-1)
+    start: torch.Tensor  # [B] span start in the reader input row
+    end: torch.Tensor  # [B] inclusive span end in the reader input row
+    token_start: torch.Tensor  # [B] the same span as body token indices (start - body_start)
+    token_end: torch.Tensor  # [B] inclusive
+    score: torch.Tensor  # [B] joint logit: span logit + retrieval logit
+    answer_ids: list[list[int]]  # the span's token ids
+
+
 class SpanReader(nn.Module):
     def __init__(self, bert: BertModel, max_span_width: int = 10, span_hidden: int = 256,
                  span_layer_norm_eps: float = 1e-3, max_query_len: int = 32):
@@ -103,6 +116,46 @@ class SpanReader(nn.Module):
         logits = torch.full((n, starts.numel()), INVALID_SPAN_SCORE, dtype=torch.float32, device=ids.device)
         logits = logits.index_put((rows, cand), scores.float())
         return ReaderOutput(logits, starts, ends, valid)
+
+    @torch.no_grad()
+    def predict(self, inputs: dict[str, torch.Tensor], body_start: torch.Tensor, body_end: torch.Tensor,
+                retrieval_logits: torch.Tensor, row_valid: torch.Tensor | None = None) -> ReaderPrediction:
+        """Answer ``B`` questions from their ``K`` retrieved blocks each (rows ordered question-major).
+
+        The answer is the argmax over every (block, candidate span) of ``span logit + retrieval logit``,
+        the joint score that ORQA/REALM train the reader to softmax over (the port's ``reader_logits``
+        argmax). Spans outside the block body are excluded through ``valid``, never through their fill
+        value, so a valid span whose logit is below ``INVALID_SPAN_SCORE`` can still win. ``row_valid``
+        [B, K] (bool) marks rows that hold a real block (False: a padding row, e.g. block id -1).
+        Runs in eval mode (no dropout) and restores the previous mode.
+        """
+        b, k = retrieval_logits.shape
+        ids = inputs["input_ids"]
+        if ids.shape[0] != b * k:
+            raise ValueError(f"{ids.shape[0]} reader rows for {b} questions x {k} blocks")
+        was_training = self.training
+        self.eval()
+        try:
+            out = self(inputs, body_start, body_end)
+        finally:
+            self.train(was_training)
+        valid = out.valid.view(b, k, -1)
+        if row_valid is not None:
+            valid = valid & row_valid.to(valid.device).view(b, k, 1)
+        joint = out.span_logits.view(b, k, -1) + retrieval_logits.to(out.span_logits).view(b, k, 1)
+        joint = joint.masked_fill(~valid, float("-inf")).view(b, -1)
+        score, flat = joint.max(dim=1)
+        found = torch.isfinite(score)
+        row = torch.where(found, flat // valid.shape[-1], -1)
+        cand = flat % valid.shape[-1]
+        none = torch.full_like(row, -1)
+        start = torch.where(found, out.starts[cand], none)
+        end = torch.where(found, out.ends[cand], none)
+        offset = body_start.to(row.device).view(b, k).gather(1, row.clamp(min=0)[:, None]).squeeze(1)
+        answer_ids = [ids[i * k + int(row[i]), int(start[i]):int(end[i]) + 1].tolist() if found[i] else []
+                      for i in range(b)]
+        return ReaderPrediction(row, start, end, torch.where(found, start - offset, none),
+                                torch.where(found, end - offset, none), score, answer_ids)
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, folder: str | Path) -> None:

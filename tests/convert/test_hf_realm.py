@@ -18,6 +18,7 @@ from safetensors.torch import load_file, save_file
 from realm.convert import ConversionError, from_hf_realm, read_hf_state, to_hf_realm
 from realm.convert.cli_commands import register
 from realm.convert.hf_realm import SIDECAR, tied_keys
+from tests.convert.test_npy_records import write_malicious
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever, relevance
@@ -25,6 +26,7 @@ from realm.training.losses import marginal_mlm_loss, mlm_log_probs_at, reader_lo
 
 FIX = Path(__file__).parents[1] / "fixtures" / "hf_realm"
 NAMES = ("embedder", "scorer", "encoder", "reader", "openqa")
+RELEASED = ("scorer_safetensors", "openqa_hub")  # re-saved as released checkpoints look (see the generator)
 TOL = dict(atol=1e-5, rtol=1e-5)
 MIN = torch.finfo(torch.float32).min
 
@@ -75,10 +77,14 @@ def test_embedder_matches_port(converted, ref):
     close(r.query(d["input_ids"]), d["projected_score"])
 
 
+@pytest.mark.parametrize("name", ["scorer", "scorer_safetensors"])
 @torch.no_grad()
-def test_scorer_matches_port(converted, ref):
-    r = Retriever.load(converted("scorer") / "retriever").eval()
-    assert r.shared  # query_embedder.* == embedder.*: one tower
+def test_scorer_matches_port(converted, ref, name):
+    if name == "scorer_safetensors":  # transformers 4.36-4.39 safetensors: no query_embedder.* key at all
+        state, fmt = read_hf_state(FIX / name)
+        assert fmt == "model.safetensors" and {k.split(".")[0] for k in state} == {"embedder"}
+    r = Retriever.load(converted(name) / "retriever").eval()
+    assert r.shared  # query_embedder.* == embedder.*, or absent: one tower
     x = case(ref, "scorer")
     q = r.embed_queries({k: x[k] for k in ("input_ids", "attention_mask", "token_type_ids")})
     b, n, lc = x["candidate_input_ids"].shape
@@ -133,6 +139,11 @@ def test_reader_matches_port(converted, ref):
     block, cand = divmod(flat, joint.shape[1])
     assert [block, cand] == [int(x["block_idx"]), int(x["candidate"])]
     assert out.starts[cand] == x["start_pos"] and out.ends[cand] == x["end_pos"]
+    pred = reader.predict({k: x[k] for k in ("input_ids", "attention_mask", "token_type_ids")}, bs, be,
+                          rel[None, :rows])  # the model's own API gives the same answer
+    assert [int(pred.block[0]), int(pred.start[0]), int(pred.end[0])] == [block, int(x["start_pos"]),
+                                                                          int(x["end_pos"])]
+    close(pred.score, x["reader_logits"][block, cand].reshape(1))
     # losses (B = 1): reader over the R read blocks, retriever over all K scores
     for name in ("reader", "reader_noanswer"):
         y = case(ref, name)
@@ -147,17 +158,18 @@ def test_reader_matches_port(converted, ref):
         close(loss.reshape(1), y["loss"])
 
 
+@pytest.mark.parametrize("name", ["openqa", "openqa_hub"])
 @torch.no_grad()
-def test_openqa_run_matches_port(converted, ref):
+def test_openqa_run_matches_port(converted, ref, name):
     from realm.data.qa import QAExample
     from realm.evaluation.qa import predict
     from realm.models.inputs import Specials, query_inputs
     from realm.models.reader import reader_inputs
     from realm.serving.qa_run import IndexedCorpus, read_run_info
 
-    run = converted("openqa")
+    run = converted(name)  # openqa_hub: an object-array block_records.npy, loaded without --allow-pickle
     x = case(ref, "openqa")
-    hf_state, _ = read_hf_state(FIX / "openqa")
+    hf_state, _ = read_hf_state(FIX / name)
     records = np.load(FIX / "openqa" / "block_records.npy", allow_pickle=False)
     indexed = IndexedCorpus.load(run)
     store, emb = indexed.store, indexed.embeddings
@@ -183,6 +195,10 @@ def test_openqa_run_matches_port(converted, ref):
     for r in range(3):
         body[r, bs[r]:be[r]] = True
     assert torch.equal(body, x["reader_block_mask"])
+    pred = reader.predict(inputs, bs, be, scores[0, top][None])  # the reader's API: the port's answer
+    assert [int(pred.block[0]), int(pred.start[0]), int(pred.end[0])] == [
+        int(x["block_idx"]), int(x["start_pos"]), int(x["end_pos"])]
+    assert pred.answer_ids[0] == x["predicted_answer_ids"].tolist()
     # the whole realm QA path (retrieve from the index, read, pick the best span) gives the port's answer
     pred = predict(retriever, reader, store, emb, [QAExample(question, ("paris", "the capital"))], k=3)[0]
     block_idx = int(x["block_idx"])
@@ -201,20 +217,17 @@ def assert_same_state(a: dict, b: dict, skip=()):
         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_round_trip_is_lossless(converted, tmp_path, name):
+@pytest.mark.parametrize("name", NAMES + RELEASED)
+def test_round_trip_is_byte_identical(converted, tmp_path, name):
     summary = to_hf_realm(converted(name), tmp_path / "hf")
     src, fmt = read_hf_state(FIX / name)
     back, fmt_back = read_hf_state(tmp_path / "hf")
     assert fmt_back == fmt and summary["tensors"] == len(src)
     assert_same_state(src, back)  # every key, incl. the tied duplicates a .bin holds
-    assert _json(FIX / name / "config.json") == _json(tmp_path / "hf" / "config.json")
-    for f in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
-        assert (FIX / name / f).read_bytes() == (tmp_path / "hf" / f).read_bytes()
-    if name == "openqa":
-        a = np.load(FIX / name / "block_records.npy", allow_pickle=False)
-        b = np.load(tmp_path / "hf" / "block_records.npy", allow_pickle=False)
-        assert a.dtype == b.dtype and np.array_equal(a, b)
+    files = sorted(p.name for p in (FIX / name).iterdir())
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == files
+    for f in files:  # weights, config.json, tokenizer files (tokenizer.json included), block_records.npy
+        assert (FIX / name / f).read_bytes() == (tmp_path / "hf" / f).read_bytes(), f
     if name == "scorer":  # the .bin shares storage as the port's state_dict does
         assert _storages(back) == _storages(src) == 49
 
@@ -234,10 +247,16 @@ def test_cross_format_exports_differ_only_in_tied_keys(converted, tmp_path):
     assert fmt == "model.safetensors"
     dups = {d for d, _ in tied_keys("RealmScorer")}
     assert dups == {"embedder.cls.predictions.decoder.bias", "query_embedder.cls.predictions.decoder.bias"}
-    assert_same_state(src, st, skip=dups)
-    assert not dups & st.keys()
+    # a shared scorer as safetensors: one tower (embedder.*), as transformers 4.36-4.39 write it
+    tower = {k for k in src if k.startswith("embedder.")}
+    assert st.keys() == tower - dups
+    assert_same_state({k: src[k] for k in tower}, st, skip=dups)
+    assert (tmp_path / "st" / "model.safetensors").read_bytes() == \
+        (FIX / "scorer_safetensors" / "model.safetensors").read_bytes()
     from_hf_realm(tmp_path / "st", tmp_path / "again")
     assert Retriever.load(tmp_path / "again" / "retriever").shared
+    to_hf_realm(tmp_path / "again", tmp_path / "bin2", fmt="bin")  # and back to the port's .bin, both prefixes
+    assert_same_state(src, read_hf_state(tmp_path / "bin2")[0])
 
     enc, _ = read_hf_state(FIX / "encoder")
     to_hf_realm(converted("encoder"), tmp_path / "bin", fmt="bin")
@@ -283,6 +302,10 @@ def test_export_of_a_run_without_import_record(converted, tmp_path, ref):
     assert_same_state(src, out, skip=unused)
     assert (tmp_path / "hf" / "vocab.txt").read_bytes() == (FIX / "openqa" / "vocab.txt").read_bytes()
     assert _json(tmp_path / "hf" / "tokenizer_config.json")["tokenizer_class"] == "RealmTokenizer"
+    from tokenizers import Tokenizer  # tokenizer.json: what RealmTokenizerFast reads; same ids as the port's
+
+    enc = Tokenizer.from_file(str(tmp_path / "hf" / "tokenizer.json")).encode("what is the capital of france ?")
+    assert enc.ids == case(ref, "openqa")["input_ids"][0].tolist()
     from_hf_realm(tmp_path / "hf", tmp_path / "again")  # and it imports again, to the same outputs
     x = case(ref, "embedder")
     r = Retriever.load(tmp_path / "again" / "retriever").eval()
@@ -326,13 +349,12 @@ def test_rejections(converted, tmp_path):
     (bad / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ConversionError, match="model_type"):
         from_hf_realm(bad, tmp_path / "o2")
-    obj = tmp_path / "obj"
-    shutil.copytree(FIX / "openqa", obj)
-    recs = np.empty(6, dtype=object)
-    recs[:] = np.load(obj / "block_records.npy").tolist()
-    np.save(obj / "block_records.npy", recs, allow_pickle=True)
-    with pytest.raises(ConversionError, match="allow-pickle"):
-        from_hf_realm(obj, tmp_path / "o3")
+    evil = tmp_path / "evil"  # block records whose pickle would call os.mkdir: refused, never run
+    shutil.copytree(FIX / "openqa_hub", evil)
+    write_malicious(evil / "block_records.npy", tmp_path / "pwned")
+    with pytest.raises(ConversionError, match=r"refers to posix\.mkdir.*--allow-pickle only if you trust"):
+        from_hf_realm(evil, tmp_path / "o3")
+    assert not (tmp_path / "pwned").exists()
     assert list((tmp_path / "o3").iterdir()) == []  # a failed conversion leaves no half-made run
     # the port always projects the pooler output: a raw-[CLS] retriever cannot be exported faithfully
     run = tmp_path / "cls"

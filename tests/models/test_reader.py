@@ -172,3 +172,71 @@ def test_matches_hf_realm_reader_fixture():
     ref_valid = ref > torch.finfo(torch.float32).min / 2
     assert torch.equal(mine.valid, ref_valid)
     assert torch.allclose(mine.span_logits[ref_valid], ref[ref_valid], atol=1e-4)
+
+
+# ---- predict: against a brute-force joint argmax -------------------------------------------
+def _span_score(reader, hidden, r, i, j) -> float:
+    """The reader's span score, written out: dense_output(LayerNorm(ReLU(start_i + end_j)))."""
+    q = reader.qa_outputs
+    a = hidden[r, i] @ q.dense_intermediate.weight.T + q.dense_intermediate.bias
+    b = hidden[r, j] @ q.dense_intermediate.weight.T + q.dense_intermediate.bias
+    half = a.numel() // 2
+    x = torch.clamp(a[:half] + b[half:], min=0.0)
+    x = (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + q.layer_normalization.eps)
+    x = x * q.layer_normalization.weight + q.layer_normalization.bias
+    return float(x @ q.dense_output.weight[0] + q.dense_output.bias[0])
+
+
+def _brute_force(reader, inputs, bs, be, ret, row_valid):
+    """Every (block, start, end) inside the body, width <= max_span_width: the best span + retrieval score."""
+    b, k = ret.shape
+    hidden = reader.bert(**inputs).last_hidden_state
+    best = []
+    for q in range(b):
+        top = (float("-inf"), -1, -1, -1)
+        for j in range(k):
+            r = q * k + j
+            if not row_valid[q, j]:
+                continue
+            for s in range(int(bs[r]), int(be[r])):
+                for e in range(s, min(int(be[r]), s + reader.max_span_width)):
+                    score = _span_score(reader, hidden, r, s, e) + float(ret[q, j])
+                    if score > top[0]:
+                        top = (score, j, s, e)
+        best.append(top)
+    return best
+
+
+@pytest.mark.parametrize("shift", [0.0, -1e5])  # -1e5: every valid span scores below INVALID_SPAN_SCORE
+@torch.no_grad()
+def test_predict_is_the_brute_force_joint_argmax(shift):
+    reader = tiny_reader(seed=3)
+    reader.qa_outputs.dense_output.bias += shift
+    g = torch.Generator().manual_seed(5)
+    b, k = 3, 4
+    queries = [torch.randint(5, VOCAB, (n,), generator=g).tolist() for n in (3, 6, 2) for _ in range(k)]
+    lengths = [7, 2, 11, 5, 1, 9, 4, 0, 6, 3, 8, 12]  # one empty body (nothing readable in that row)
+    bodies = [torch.randint(5, VOCAB, (n,), generator=g).tolist() for n in lengths]
+    inputs, bs, be = pair_inputs(queries, bodies, SP, max_query_len=8)
+    ret = torch.randn(b, k, generator=g) * 3
+    row_valid = torch.ones(b, k, dtype=torch.bool)
+    row_valid[2] = False  # question 2: no block retrieved at all
+    row_valid[1, 0] = False
+    reader.train()  # predict must run without dropout and give the mode back
+    pred = reader.predict(inputs, bs, be, ret, row_valid)
+    assert reader.training
+    reader.eval()
+    expected = _brute_force(reader, inputs, bs, be, ret, row_valid)
+    for q, (score, j, s, e) in enumerate(expected):
+        if j < 0:
+            assert int(pred.block[q]) == -1 and pred.score[q] == float("-inf") and pred.answer_ids[q] == []
+            assert int(pred.start[q]) == int(pred.token_start[q]) == -1
+            continue
+        assert (int(pred.block[q]), int(pred.start[q]), int(pred.end[q])) == (j, s, e)
+        assert abs(float(pred.score[q]) - score) <= 1e-4 * max(1.0, abs(score))
+        r = q * k + j
+        assert (int(pred.token_start[q]), int(pred.token_end[q])) == (s - int(bs[r]), e - int(bs[r]))
+        assert pred.answer_ids[q] == bodies[r][s - int(bs[r]):e - int(bs[r]) + 1]
+    assert [j for _, j, _, _ in expected] != [-1] * b  # the test reads something
+    with pytest.raises(ValueError, match="reader rows"):
+        reader.predict(inputs, bs, be, ret[:, :2])
