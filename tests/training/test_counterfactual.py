@@ -128,3 +128,40 @@ def test_answer_kind_and_bank():
     assert bank.replacement("1873", rng).tolist() == [4]  # "1901": the only other year
     assert bank.replacement("Frozo Books", rng).tolist() == [3, 7]  # "Run Studios"
     assert bank.replacement("folk", rng) is None
+
+
+def test_swap_answers_against_a_reference(tiny_corpus):
+    """Swapped rows: the answer's tokens (whole words only) replaced in every retrieved block; gold = replacement."""
+    from realm.training.finetune import continuation_ids, swap_answers
+
+    store, _ = tiny_corpus
+    tok = store.tokenizer
+    cont = continuation_ids(tok)
+    # questions whose answer is the first salient-looking word of a block
+    ids = np.array([[0, 1, 2], [3, 4, -1]])
+    answers = [tok.decode(store.body_ids(0)[:2].tolist()), tok.decode(store.body_ids(3)[:1].tolist())]
+    answer_ids = [[tok.encode(a)] for a in answers]
+    bank = AnswerBank(["Zzyzx Quarry", "Old Mill", "Ninefold"], tok.encode)
+
+    class Always:  # rng stand-in: always swap, pick the first candidate
+        def random(self):
+            return 0.0
+
+        def integers(self, n):
+            return 0
+
+    bodies, gold, n = swap_answers(answers, answer_ids, ids, store, bank, cont, 1.0, Always())
+    assert len(bodies) == 6 and len(gold) == 6
+    for b in range(2):
+        repl = bank.replacement(answers[b], Always())
+        if repl is None:
+            continue
+        for j in range(3):
+            z = ids[b, j]
+            orig = store.body_ids(int(z)).tolist() if z >= 0 else []
+            ref = _substitute_ref(orig, answer_ids[b][0], repl.tolist(), set(cont.tolist()))
+            assert bodies[3 * b + j].tolist() == ref
+            assert gold[3 * b + j] == [repl.tolist()]
+    never = swap_answers(answers, answer_ids, ids, store, bank, cont, 0.0, np.random.default_rng(0))
+    assert never[2] == 0 and never[1] == [answer_ids[0]] * 3 + [answer_ids[1]] * 3
+    assert [x.tolist() for x in never[0][:3]] == [store.body_ids(i).tolist() for i in range(3)]
