@@ -127,10 +127,28 @@ def cmd_pretrain(args) -> int:
     from realm.training.pretrain import pretrain
 
     cfg = _config(args)
+    from realm.models.mlm import KnowledgeAugEncoder
+
     retriever = Retriever.load(args.init_retriever) if args.init_retriever else None
-    pretrain(cfg, _store(args.corpus), args.out, retriever=retriever)
+    encoder = KnowledgeAugEncoder.load(args.init_encoder) if args.init_encoder else None
+    pretrain(cfg, _store(args.corpus), args.out, retriever=retriever, encoder=encoder)
     print(f"pretrained retriever: {args.out / 'retriever'}, knowledge-augmented encoder: {args.out / 'encoder'}, "
           f"index: {args.out / 'index'}, curves: {args.out / 'curves.png'}")
+    return 0
+
+
+def cmd_reading(args) -> int:
+    from realm.models.mlm import KnowledgeAugEncoder
+    from realm.training.reading import reading_warmup
+
+    cfg = _config(args)
+    if cfg.reading.steps < 1:
+        print("realm: error: reading.steps must be >= 1 (set it in the preset or as reading.steps=N)", file=sys.stderr)
+        return 2
+    encoder = KnowledgeAugEncoder.load(args.init_encoder) if args.init_encoder else None
+    reading_warmup(cfg, _store(args.corpus), args.out, encoder=encoder)
+    print(f"knowledge-augmented encoder: {args.out / 'encoder'}, reading probe: {args.out / 'probe.json'}, "
+          f"curves: {args.out / 'curves.png'}")
     return 0
 
 
@@ -213,10 +231,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_eval_retrieval)
 
+    p = sub.add_parser("reading", help="reading warm start of the knowledge-augmented encoder (counterfactual spans)")
+    p.add_argument("--corpus", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path, help="run folder (resumes from its last checkpoint)")
+    p.add_argument("--init-encoder", type=Path, help="start from this encoder folder (default: random weights)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_reading)
+
     p = sub.add_parser("pretrain", help="REALM pretraining with asynchronous index refresh")
     p.add_argument("--corpus", required=True, type=Path)
     p.add_argument("--out", required=True, type=Path, help="run folder (resumes from its last checkpoint)")
     p.add_argument("--init-retriever", type=Path, help="start from this retriever (e.g. ICT_RUN/retriever)")
+    p.add_argument("--init-encoder", type=Path, help="start from this encoder (e.g. READING_RUN/encoder)")
     _add_config_args(p)
     p.set_defaults(func=cmd_pretrain)
 

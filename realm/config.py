@@ -98,6 +98,7 @@ class ReadingConfig:
     lr: float = 5e-4
     warmup: int = 50
     plain_share: float = 0.25  # rows that read the null block and predict the real span
+    distractor_share: float = 0.0  # rows that read another document's block without the span; real target
     evidence_share: float = 0.7  # of counterfactual rows, once the curriculum starts: another document's block
     curriculum_start: float = 0.6  # share of the steps (own block only) before evidence rows start
     probe_every: int = 250  # steps between reading-probe measurements (0 = only at the end)
@@ -121,10 +122,12 @@ class PretrainConfig:
     max_staleness: int = 0  # async: wait for the builder when the index is more steps behind (0 = never)
     retriever_lr_scale: float = 1.0  # the retriever's learning rate relative to the encoder's
     retriever_freeze_steps: int = 0  # first steps: only the encoder learns (it learns to read blocks first)
+    train_doc_encoder: bool = True  # false: only the query tower learns (untied), the index never goes stale
     checkpoint_every: int = 100
     log_every: int = 10
     bf16: bool = False
     reading_rows: int = 0  # counterfactual reading rows added to each batch (keeps the encoder reading)
+    counterfactual: float = 0.0  # share of rows whose span is swapped in every retrieved block and the target
     probe_every: int = 0  # steps between reading-probe / dev-recall measurements (0 = off)
 
 

@@ -144,7 +144,8 @@ class Experiment:
         from realm.evaluation.retrieval import evaluate_retrieval
         from realm.evaluation.searchers import dense_searcher
 
-        res = evaluate_retrieval(dense_searcher(retriever, self.store, device=self.cfg.device), self.store,
+        res = evaluate_retrieval(dense_searcher(retriever, self.store, device=self.cfg.device, bf16=self.cfg.index.bf16),
+                                 self.store,
                                  self.qa["dev"], ks=(1, 5, 20))
         return {k: v for k, v in res.items() if k.startswith("recall@")}
 
@@ -169,7 +170,8 @@ class Experiment:
         self.shared_encoder()
         retriever = Retriever.load(self.stages / "ict" / "retriever")
         encoder = KnowledgeAugEncoder.load(self.stages / ("reading" if self.reading_on else "mlm_warm") / "encoder")
-        reading = self.reading_data() if (cfg.pretrain.reading_rows or cfg.pretrain.probe_every) else None
+        reading = self.reading_data() if (cfg.pretrain.reading_rows or cfg.pretrain.probe_every
+                                           or cfg.pretrain.counterfactual) else None
         return self._timed(name, pretrain, cfg, self.store, folder, retriever=retriever, encoder=encoder,
                            progress=self.progress, evaluate=self.dev_recall if cfg.pretrain.probe_every else None,
                            reading=reading)
@@ -210,11 +212,12 @@ class Experiment:
         torch.manual_seed(self.cfg.seed)
         candidates = [("BM25", bm25_searcher(self.store)),
                       ("dense, untrained", dense_searcher(Retriever.build(self.cfg.retriever, tok.vocab_size, tok.pad_id),
-                                                         self.store, device=self.cfg.device))]
+                                                         self.store, device=self.cfg.device, bf16=self.cfg.index.bf16))]
         for label, folder in [("dense, ICT", self.stages / "ict" / "retriever"),
                               ("dense, ICT + REALM pretraining", self.stages / "realm_pretrain" / "retriever")]:
             if (folder / "retriever.json").exists():
-                candidates.append((label, dense_searcher(folder, self.store, device=self.cfg.device)))
+                candidates.append((label, dense_searcher(folder, self.store, device=self.cfg.device,
+                                                         bf16=self.cfg.index.bf16)))
         return [evaluate_retrieval(search, self.store, self.qa["dev"], name=label) for label, search in candidates]
 
     # ---- systems --------------------------------------------------------------------------------

@@ -11,6 +11,8 @@ Row kinds (:func:`make_rows`):
   ``evidence``  another document's block that contains the span, replaced the same way
                 (falls back to ``own`` when no other document contains it)
   ``plain``     the empty block (REALM's null block); target = the real span: plain masked LM
+  ``distractor`` a random block of another document that does not contain the span; target = the real
+                span: a block is not always the answer, and the model must learn when not to copy
 
 Everything here is a pure function of its arguments and the ``np.random.Generator`` passed in.
 """
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-ROW_KINDS = ("own", "evidence", "plain")
+ROW_KINDS = ("own", "evidence", "plain", "distractor")
 
 
 def occurrences(body: np.ndarray, span: np.ndarray, continuation: np.ndarray | None = None) -> list[int]:
@@ -167,6 +169,13 @@ def make_rows(queries: Sequence, kinds: Sequence[str], store_bodies, finder: Evi
     rows = []
     for q, kind in zip(queries, kinds):
         row = None
+        if kind == "distractor":
+            for _ in range(8):
+                z = int(rng.integers(len(finder.bodies)))
+                if finder.block_doc[z] != finder.block_doc[q.block] and not occurrences(store_bodies(z), q.targets):
+                    row = Row(q, np.asarray(store_bodies(z), dtype=np.int64), np.asarray(q.targets, dtype=np.int64),
+                              "distractor")
+                    break
         if kind == "evidence":
             found = finder.find(q.targets, q.block)
             if found:
@@ -180,11 +189,14 @@ def make_rows(queries: Sequence, kinds: Sequence[str], store_bodies, finder: Evi
     return rows
 
 
-def draw_kinds(n: int, plain_share: float, evidence_share: float, rng: np.random.Generator) -> list[str]:
-    """Row kinds for a batch: ``plain_share`` plain rows; of the others, ``evidence_share`` evidence rows."""
+def draw_kinds(n: int, plain_share: float, evidence_share: float, rng: np.random.Generator,
+               distractor_share: float = 0.0) -> list[str]:
+    """Row kinds for a batch: ``plain_share`` plain rows, ``distractor_share`` distractor rows; of the
+    others (counterfactual rows), ``evidence_share`` evidence rows and the rest own-block rows."""
     u = rng.random(n)
     v = rng.random(n)
-    return ["plain" if a < plain_share else "evidence" if b < evidence_share else "own" for a, b in zip(u, v)]
+    return ["plain" if a < plain_share else "distractor" if a < plain_share + distractor_share
+            else "evidence" if b < evidence_share else "own" for a, b in zip(u, v)]
 
 
 # --------------------------------------------------------------------------------------------------

@@ -35,7 +35,8 @@ from realm.models.retriever import Retriever
 from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
-from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span
+from realm.training.counterfactual import substitute
+from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span, masked_targets
 from realm.training.optim import make_optimizer, unique_parameters
 from realm.training.reading import ReadingData, rows_step
 from realm.training.run import begin_step, resume, start_run
@@ -45,8 +46,14 @@ log = logging.getLogger(__name__)
 
 
 def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: KnowledgeAugEncoder, index: IndexFollower,
-               store: BlockStore, sp: Specials, top_k: int, query_len: int, device, bf16: bool = False):
-    """One forward pass of REALM on a batch; returns (loss, stats, candidate ids [B, k-1], tokens)."""
+               store: BlockStore, sp: Specials, top_k: int, query_len: int, device, bf16: bool = False,
+               swaps: list | None = None):
+    """One forward pass of REALM on a batch; returns (loss, stats, candidate ids [B, k-1], tokens).
+
+    ``swaps[b]`` (token ids of the masked span's length, or None) makes row ``b`` counterfactual: the span
+    is replaced by it in every retrieved block the encoder reads, and it is the target. The model's memory
+    of the corpus then cannot predict it; only a retrieved block that mentions the span can.
+    """
     B, K = len(queries), top_k
     q_ids = [q.input_ids for q in queries]
     q_in = {k: v.to(device) for k, v in query_inputs(q_ids, sp, query_len).items()}
@@ -63,26 +70,23 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     missing = torch.from_numpy(np.concatenate([ids < 0, np.zeros((B, 1), bool)], axis=1)).to(device)
     logits = logits.masked_fill(missing, -1e4)  # a corpus smaller than k: padded candidates get ~zero probability
 
+    swaps = swaps or [None] * B
     bodies = []
     for b in range(B):
-        bodies += [store.body_ids(i) if i >= 0 else () for i in ids[b]] + [()]
+        row = [store.body_ids(i) if i >= 0 else () for i in ids[b]] + [()]
+        if swaps[b] is not None:
+            row = [substitute(x, queries[b].targets, swaps[b]) if len(x) else x for x in row]
+        bodies += row
     pair_in, _, _ = pair_inputs([q_ids[b] for b in range(B) for _ in range(K)], bodies, sp, query_len)
     pair_in = {k: v.to(device) for k, v in pair_in.items()}
-    M = max(len(q.positions) for q in queries)
-    positions = torch.zeros(B, M, dtype=torch.long)
-    targets = torch.zeros(B, M, dtype=torch.long)
-    token_mask = torch.zeros(B, M, dtype=torch.bool)
-    for b, q in enumerate(queries):
-        n = len(q.positions)
-        positions[b, :n] = torch.from_numpy(q.positions + 1)  # +1 for [CLS]
-        targets[b, :n] = torch.from_numpy(q.targets)
-        token_mask[b, :n] = True
+    positions, targets, token_mask = masked_targets(queries, [q.targets if w is None else w
+                                                              for q, w in zip(queries, swaps)])
     positions, targets, token_mask = positions.to(device), targets.to(device), token_mask.to(device)
     with autocast(device, bf16):
         tlp, mlm_logits = encoder.target_log_probs(pair_in, positions.repeat_interleave(K, 0), targets.repeat_interleave(K, 0))
-    tlp = tlp.view(B, K, M)
+    tlp = tlp.view(B, K, -1)
     with torch.no_grad():
-        marginal = marginal_token_log_probs(logits.detach(), mlm_logits.detach().float().view(B, K, M, -1))
+        marginal = marginal_token_log_probs(logits.detach(), mlm_logits.detach().float().view(B, K, tlp.shape[-1], -1))
         correct = marginal.argmax(-1) == targets
     loss, stats = marginal_mlm_loss(logits, tlp, token_mask, null_index=K - 1, marginal_pred_correct=correct)
     # does the encoder read? (the retriever learns only from blocks that change p(y|z,x))
@@ -131,6 +135,10 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                          f"{cfg.reader.encoder.max_positions}")
     retriever = retriever or Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
     encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id)
+    if not pc.train_doc_encoder:  # the block embeddings stay those of the starting retriever
+        if retriever.shared:
+            retriever.untie()
+        retriever.doc.requires_grad_(False)
     retriever.to(device).train()
     encoder.to(device).train()
     opt = make_optimizer(encoder.parameters(), pc.lr,
@@ -166,7 +174,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         if builder is not None:
             builder.stop()
         raise
-    if reading is None and (pc.reading_rows or pc.probe_every):
+    if reading is None and (pc.reading_rows or pc.probe_every or pc.counterfactual):
         reading = ReadingData(store, cfg.retriever.query_len, progress=False, probe_rows=cfg.reading.probe_rows)
 
     def measure() -> dict:
@@ -202,11 +210,16 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                     if g.get("name") == "retriever":
                         g["lr"] = 0.0
             queries = pool.sample(rng, pc.batch_size)
+            swaps = None
+            if pc.counterfactual > 0:
+                swaps = [reading.bank.replacement(q.targets, rng) if rng.random() < pc.counterfactual else None
+                         for q in queries]
             loss, stats, _, tokens = realm_step(queries, retriever, encoder, follower, store, sp, pc.top_k,
-                                                cfg.retriever.query_len, device, pc.bf16)
+                                                cfg.retriever.query_len, device, pc.bf16, swaps=swaps)
             read_stats: dict = {}
             if pc.reading_rows:
-                rows = reading.rows(rng, pc.reading_rows, 0.0, cfg.reading.evidence_share)
+                rows = reading.rows(rng, pc.reading_rows, cfg.reading.plain_share, cfg.reading.evidence_share,
+                                    cfg.reading.distractor_share)
                 read_loss, read_stats, read_tokens = rows_step(encoder, rows, sp, cfg.retriever.query_len, device,
                                                                pc.bf16)
                 loss = loss + pc.reading_rows / pc.batch_size * read_loss

@@ -52,9 +52,9 @@ class ReadingData:
         self.probe = ReadingProbe(store, self.pool, rows=probe_rows, bank=self.bank, finder=self.finder,
                                   query_len=query_len)
 
-    def rows(self, rng, n: int, plain_share: float, evidence_share: float):
+    def rows(self, rng, n: int, plain_share: float, evidence_share: float, distractor_share: float = 0.0):
         queries = self.pool.sample(rng, n)
-        kinds = draw_kinds(n, plain_share, evidence_share, rng)
+        kinds = draw_kinds(n, plain_share, evidence_share, rng, distractor_share)
         return make_rows(queries, kinds, lambda i: self.finder.bodies[i], self.finder, self.bank, rng)
 
 
@@ -108,7 +108,8 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
         for step in range(start, rc.steps):
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, rc.lr, rc.warmup, rc.steps)
-            rows = data.rows(rng, rc.batch_size, rc.plain_share, rc.evidence_share if step >= curriculum else 0.0)
+            rows = data.rows(rng, rc.batch_size, rc.plain_share, rc.evidence_share if step >= curriculum else 0.0,
+                             rc.distractor_share)
             loss, stats, tokens = rows_step(encoder, rows, sp, query_len, device, rc.bf16)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -136,7 +137,7 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
     try:
         from realm.evaluation.plots import plot_metrics
 
-        plot_metrics(run_dir / "metrics.jsonl", ["loss/mlm", "acc/own", "acc/evidence", "acc/plain",
+        plot_metrics(run_dir / "metrics.jsonl", ["loss/mlm", "acc/own", "acc/evidence", "acc/plain", "acc/distractor",
                                                  "probe/evidence_advantage", "probe/cf_advantage"],
                      run_dir / "curves.png", title="reading warm start (counterfactual span substitution)")
     except Exception as e:  # a plot must never fail a finished run

@@ -138,3 +138,48 @@ def test_contains_span_brute_force():
         body, span = rng.integers(0, 4, rng.integers(0, 12)).tolist(), rng.integers(0, 4, rng.integers(1, 4)).tolist()
         as_text = " " + " ".join(map(str, body)) + " "
         assert contains_span(body, span) == (" " + " ".join(map(str, span)) + " " in as_text)
+
+
+def test_counterfactual_rows_swap_the_span_in_every_block_read(tiny_corpus, tmp_path):
+    """Rows with a swap read every retrieved block with the span replaced, and predict the replacement."""
+    from realm.training.counterfactual import SpanBank
+
+    store, _ = tiny_corpus
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    bank = SpanBank.from_pool(pool)
+    sp = Specials.of(store.tokenizer)
+    rng = np.random.default_rng(0)
+    queries = pool.sample(step_generator(0, 0), 6)
+    swaps = [bank.replacement(q.targets, rng) if b % 2 == 0 else None for b, q in enumerate(queries)]
+    seen = {}
+    real = encoder.target_log_probs
+
+    def spy(inputs, positions, targets):
+        seen.update(inputs=inputs, targets=targets)
+        return real(inputs, positions, targets)
+
+    encoder.target_log_probs = spy
+    K = 4
+    with torch.no_grad():
+        _, _, ids, _ = realm_step(queries, retriever, encoder, follower, store, sp, K, cfg.retriever.query_len, "cpu",
+                                  swaps=swaps)
+    ins, tgt = seen["inputs"], seen["targets"]
+    for b, q in enumerate(queries):
+        want_t = (q.targets if swaps[b] is None else swaps[b]).tolist()
+        for j, z in enumerate(list(ids[b]) + [-1]):
+            r = b * K + j
+            assert tgt[r][: len(want_t)].tolist() == want_t
+            body = ins["input_ids"][r][(ins["token_type_ids"][r] == 1) & (ins["attention_mask"][r] == 1)].tolist()[:-1]
+            orig = store.body_ids(int(z)).tolist() if z >= 0 else []
+            if swaps[b] is not None:  # plain list replacement, left to right
+                t, out, i = q.targets.tolist(), [], 0
+                while i < len(orig):
+                    if orig[i:i + len(t)] == t:
+                        out += swaps[b].tolist()
+                        i += len(t)
+                    else:
+                        out.append(orig[i])
+                        i += 1
+                orig = out
+            assert body == orig
