@@ -17,11 +17,15 @@ $(CHROMIUM):
 	-(command -v apt-get >/dev/null && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)) \
 	  || echo "note: chromium not installed; the browser test will be skipped"
 
-.PHONY: setup demo test
+.PHONY: setup demo demo-seeds test
 setup: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/realm demo $(ARGS)
+
+# the headline table: the demo under 3 training seeds, as mean ± sd (runs/demo-seeds/results-seeds.md)
+demo-seeds: $(STAMP)
+	$(VENV)/bin/realm demo --seeds 0,1,2 --out runs/demo-seeds $(ARGS)
 
 test: $(STAMP) $(CHROMIUM)
 	$(VENV)/bin/python -m pytest -q -n 2 $(ARGS)

@@ -158,7 +158,7 @@ class ExperimentConfig:
     """``realm experiment``: which systems to compare, and the shared "BERT" stage."""
 
     systems: str = "closed_book,bm25_reader,ict_reader,realm"  # comma-separated
-    ablations: str = ""  # comma-separated: uniform_masks, span_masks, stale_index
+    ablations: str = ""  # comma-separated: uniform_masks, span_masks, stale_index, no_cf_answers
     mlm_steps: int = 300  # plain MLM on the corpus: every encoder's starting point (BERT's role in the paper)
     stale_factor: int = 30  # the stale-index ablation refreshes this many times less often
     eval_batch_size: int = 16
@@ -282,10 +282,30 @@ def preset_path(name: str) -> Path:
     return path
 
 
-def load_config(preset: str = "demo", overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
-    """Defaults <- preset YAML <- overrides, in that order."""
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def preset_data(preset: str, _chain: tuple[str, ...] = ()) -> tuple[Path, dict]:
+    """(path, the preset's keys): a preset may name ``base: OTHER`` and set only what differs from it."""
     path = preset_path(preset)
+    if str(path) in _chain:
+        raise ConfigError(f"{path}: 'base' presets form a cycle ({' -> '.join(_chain)})")
     data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config keys")
+    base = data.pop("base", None)
+    if base is not None:
+        data = _merge(preset_data(str(base), (*_chain, str(path)))[1], data)
+    return path, data
+
+
+def load_config(preset: str = "demo", overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Defaults <- preset YAML (<- its ``base`` preset first) <- overrides, in that order."""
+    path, data = preset_data(preset)
     try:
         cfg = from_dict(RunConfig, data)
     except ConfigError as e:

@@ -28,10 +28,12 @@ from realm.config import RunConfig, apply_override, save_config
 log = logging.getLogger(__name__)
 
 SYSTEMS = ("closed_book", "bm25_reader", "ict_reader", "realm")
+# name -> (label, overrides, whether REALM pretraining is redone: False = reuse the realm system's)
 ABLATIONS = {
-    "uniform_masks": ("random uniform masks", ["pretrain.masking=uniform"]),
-    "span_masks": ("random span masks", ["pretrain.masking=span"]),
-    "stale_index": ("stale index", []),  # refresh interval x experiment.stale_factor (set below)
+    "uniform_masks": ("random uniform masks", ["pretrain.masking=uniform"], True),
+    "span_masks": ("random span masks", ["pretrain.masking=span"], True),
+    "stale_index": ("stale index", [], True),  # refresh interval x experiment.stale_factor (set below)
+    "no_cf_answers": ("no counterfactual answers in fine-tuning", ["finetune.counterfactual=0"], False),
 }
 
 
@@ -182,13 +184,14 @@ class Experiment:
 
         return evaluate_retrieval(search, self.store, self.qa["dev"], ks=(5,))["recall@5"]
 
-    def read_and_evaluate(self, name: str, reader, retriever=None, embeddings=None, bm25=None) -> SystemResult:
+    def read_and_evaluate(self, name: str, reader, retriever=None, embeddings=None, bm25=None,
+                          cfg: RunConfig | None = None) -> SystemResult:
         from realm.evaluation.qa import evaluate_qa
         from realm.training.finetune import finetune
 
         folder = self.stages / name
         mode = "bm25" if bm25 is not None else "dense"
-        summary = finetune(self.cfg, self.store, embeddings, retriever, reader, self.qa["train"], folder,
+        summary = finetune(cfg or self.cfg, self.store, embeddings, retriever, reader, self.qa["train"], folder,
                            progress=self.progress, retrieval=mode, bm25=bm25)
         source = bm25 if bm25 is not None else retriever
         k, bs = self.cfg.reader.top_k, self.cfg.experiment.eval_batch_size
@@ -248,7 +251,7 @@ class Experiment:
         res.reading = probe
         return res
 
-    def dense_reader(self, name: str, retriever, encoder) -> SystemResult:
+    def dense_reader(self, name: str, retriever, encoder, cfg: RunConfig | None = None) -> SystemResult:
         from realm.evaluation.searchers import dense_searcher
         from realm.index.build import embed_blocks
         from realm.models.reader import SpanReader
@@ -258,7 +261,7 @@ class Experiment:
         zero = self.zero_shot_recall(dense_searcher(retriever, self.store, embeddings=embeddings, device=self.cfg.device))
         probe = self.probe(encoder) if self.reading_on else {}
         reader = SpanReader.from_bert(encoder.bert, self.cfg.reader, self.cfg.retriever.query_len)
-        res = self.read_and_evaluate(name, reader, retriever=retriever, embeddings=embeddings)
+        res = self.read_and_evaluate(name, reader, retriever=retriever, embeddings=embeddings, cfg=cfg)
         res.zero_shot_recall5 = zero
         res.reading = probe
         return res
@@ -270,10 +273,12 @@ class Experiment:
         encoder = self.baseline_encoder()
         return self.dense_reader("ict_reader", Retriever.load(self.stages / "ict" / "retriever"), encoder)
 
-    def realm(self, name: str = "realm", overrides: list[str] | None = None) -> SystemResult:
+    def realm(self, name: str = "realm", overrides: list[str] | None = None, pretrain_stage: str | None = None
+              ) -> SystemResult:
         cfg = _with(self.cfg, overrides or [])
-        retriever, encoder = self.realm_pretrain(f"{name}_pretrain", cfg)
-        res = self.dense_reader(name, retriever, encoder)
+        pretrain_stage = pretrain_stage or f"{name}_pretrain"
+        retriever, encoder = self.realm_pretrain(pretrain_stage, cfg)
+        res = self.dense_reader(name, retriever, encoder, cfg)
         if name == "realm":  # the servable model: `realm ask OUT/model "question"`
             from realm.models.reader import SpanReader
             from realm.models.retriever import Retriever
@@ -283,7 +288,7 @@ class Experiment:
             export_qa_run(self.out / "model", Retriever.load(folder / "retriever"), SpanReader.load(folder / "reader"),
                           self.store, top_k=self.cfg.reader.top_k, source=str(folder), bf16=self.cfg.index.bf16,
                           device=self.cfg.device)
-        metrics = self.stages / f"{name}_pretrain" / "metrics.jsonl"
+        metrics = self.stages / pretrain_stage / "metrics.jsonl"
         if metrics.exists():
             from realm.training.logger import read_metrics
 
@@ -313,11 +318,11 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
         results.append(res)
         log.info("%s: %s", name, res)
     for ab in ablations:
-        label, overrides = ABLATIONS[ab]
+        label, overrides, repretrain = ABLATIONS[ab]
         if ab == "stale_index":
             overrides = [f"pretrain.stale_factor={cfg.experiment.stale_factor}"]
         t0 = time.time()
-        res = exp.realm(f"realm_{ab}", overrides)
+        res = exp.realm(f"realm_{ab}", overrides, pretrain_stage=None if repretrain else "realm_pretrain")
         res.system = f"realm ({label})"
         res.wall_s = round(time.time() - t0, 1)
         results.append(res)

@@ -60,3 +60,20 @@ def test_apply_override_in_place():
     cfg = RunConfig()
     apply_override(cfg, "index.backend=faiss-hnsw")
     assert cfg.index.backend == "faiss-hnsw"
+
+
+def test_preset_base_merges_and_cycles_fail(tmp_path):
+    from realm.config import ConfigError, load_config
+
+    people, demo = load_config("people"), load_config("demo")
+    assert people.world.style == "people" and people.world.entities == 500
+    assert people.pretrain == demo.pretrain and people.reading == demo.reading  # inherited, not copied
+    child = tmp_path / "child.yaml"
+    child.write_text("base: demo\npretrain: {top_k: 3}\n")
+    cfg = load_config(str(child))
+    assert cfg.pretrain.top_k == 3 and cfg.pretrain.steps == demo.pretrain.steps  # nested keys merge
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(f"base: {b}\n")
+    b.write_text(f"base: {a}\n")
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(str(a))

@@ -13,7 +13,9 @@ def test_experiment_runs_unchanged_on_another_corpus(tmp_path):
     out = tmp_path / "exp"
     code = main(["experiment", "--corpus", str(paths["corpus"]), "--train", str(paths["qa-train"]),
                  "--dev", str(paths["qa-dev"]), "--test", str(paths["qa-test"]), "--out", str(out),
-                 "--preset", "tiny", "pretrain.refresh_mode=sync", "threads=1"])
+                 "--preset", "tiny", "pretrain.refresh_mode=sync", "threads=1", "reading.steps=12",
+                 "reading.probe_every=6", "reading.probe_rows=16", "pretrain.counterfactual=0.5",
+                 "pretrain.probe_every=6", "finetune.counterfactual=0.5"])
     assert code == 0
     report = json.loads((out / "results.json").read_text())
     systems = {s["system"]: s for s in report["systems"]}
@@ -26,6 +28,17 @@ def test_experiment_runs_unchanged_on_another_corpus(tmp_path):
     names = [r["retriever"] for r in report["retrieval_dev"]]
     assert names == ["BM25", "dense, untrained", "dense, ICT", "dense, ICT + REALM pretraining"]
     assert all(0.0 <= r["recall@5"] <= r["recall@20"] <= 1.0 for r in report["retrieval_dev"])
+    # the reading warm start is every system's starting point, and its probe is recorded per system
+    for name in ("reading", "reading_baseline", "realm_pretrain"):
+        assert (out / "stages" / name / "encoder" / "config.json").exists(), name
+    for name, s in systems.items():
+        assert {"probe/evidence_advantage", "probe/cf_advantage"} <= set(s["reading"]), name
+    base = json.loads((out / "stages" / "reading" / "probe.json").read_text())
+    # closed_book, bm25_reader and ict_reader start from the same continued encoder: the same probe
+    assert systems["bm25_reader"]["reading"] == systems["ict_reader"]["reading"] == systems["closed_book"]["reading"]
+    assert systems["realm"]["reading"] != base  # REALM pretraining changed the encoder it started from
+    rows = [json.loads(line) for line in (out / "stages" / "realm_pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval/recall@5" in r] == [0, 6, 12]
     table = (out / "results.md").read_text()
     assert "| realm |" in table and (out / "results.png").stat().st_size > 1000
     # the servable model folder is complete
