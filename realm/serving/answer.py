@@ -174,28 +174,39 @@ class Answerer:
 
     def ask(self, question: str, k: int | None = None, timeout: float | None = None) -> dict:
         """Answer one question; see :func:`answer_record` for the fields. Thread-safe."""
-        if not isinstance(question, str):
-            raise TypeError(f"question must be a string, got {type(question).__name__}")
-        if not question.strip():
-            raise ValueError("question is empty")
+        return self.ask_many([question], k, timeout)[0]
+
+    def ask_many(self, questions: list[str], k: int | None = None, timeout: float | None = None) -> list[dict]:
+        """Answer ``questions`` (in order). They are queued together, so the worker reads them in forward
+        passes of up to ``max_batch`` questions. Thread-safe; ``timeout`` applies to each answer."""
+        for question in questions:
+            if not isinstance(question, str):
+                raise TypeError(f"question must be a string, got {type(question).__name__}")
+            if not question.strip():
+                raise ValueError("question is empty")
         k = self.check_k(k)
         if self._closed:
             raise RuntimeError("this Answerer is closed")
         t0 = time.perf_counter()
-        fut: Future = Future()
-        self._queue.put((question.strip(), k, fut))
+        futures: list[Future] = []
+        for question in questions:
+            futures.append(Future())
+            self._queue.put((question.strip(), k, futures[-1]))
+        outs, latencies = [], []
         try:
-            out = fut.result(timeout)
+            for fut in futures:
+                outs.append(fut.result(timeout))
+                latencies.append(time.perf_counter() - t0)
         except BaseException:
             with self._stats_lock:
-                self._failed += 1
+                self._failed += len(futures) - len(outs)
             raise
-        dt = time.perf_counter() - t0
-        out["latency_ms"] = round(dt * 1000, 3)
+        for out, dt in zip(outs, latencies):
+            out["latency_ms"] = round(dt * 1000, 3)
         with self._stats_lock:
-            self._served += 1
-            self._latencies.append(dt)
-        return out
+            self._served += len(outs)
+            self._latencies.extend(latencies)
+        return outs
 
     def _work(self) -> None:
         while True:
