@@ -139,7 +139,8 @@ def register(subparsers) -> None:
     p.add_argument("--out", type=Path, metavar="ANSWERS.jsonl", help="where --questions' answers go (JSONL)")
     p.add_argument("--batch-size", type=_positive, default=16, help="questions read per forward pass (default: 16)")
     p.add_argument("--server", default=os.environ.get("REALM_SERVER") or None, metavar="URL",
-                   help="a running `realm serve` for this run, e.g. http://127.0.0.1:8000 (default: $REALM_SERVER)")
+                   help="ask this running `realm serve` (e.g. http://127.0.0.1:8000) instead of loading RUN_DIR, "
+                        "which is then not read (default: $REALM_SERVER)")
     _common(p)
     p.set_defaults(func=cmd_ask)
 
