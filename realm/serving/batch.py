@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from realm.data.errors import InputError
+from realm.data.jsonl import jsonl_objects
 
 AskMany = Callable[[list[str], "int | None"], list[dict]]
 
@@ -26,31 +27,18 @@ def read_questions(path: str | Path) -> list[tuple[str | int | None, str]]:
     if not path.is_file():
         raise InputError(path, None, "no such file")
     out = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise InputError(path, lineno, f"not valid UTF-8: byte {e.start}") from None
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(path, lineno, f"malformed JSON: {e.msg} (column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise InputError(path, lineno, f'expected a JSON object {{"question": ...}}, got {type(obj).__name__}')
-            if "question" not in obj:
-                raise InputError(path, lineno, "missing field 'question'")
-            q = obj["question"]
-            if not isinstance(q, str):
-                raise InputError(path, lineno, f"'question' must be a string, got {type(q).__name__}")
-            if not q.strip():
-                raise InputError(path, lineno, "empty question")
-            qid = obj.get("id")
-            if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
-                raise InputError(path, lineno, f"'id' must be a string or an integer, got {type(qid).__name__}")
-            out.append((qid, q.strip()))
+    for lineno, obj in jsonl_objects(path):
+        if "question" not in obj:
+            raise InputError(path, lineno, "missing field 'question'")
+        q = obj["question"]
+        if not isinstance(q, str):
+            raise InputError(path, lineno, f"'question' must be a string, got {type(q).__name__}")
+        if not q.strip():
+            raise InputError(path, lineno, "empty question")
+        qid = obj.get("id")
+        if qid is not None and (isinstance(qid, bool) or not isinstance(qid, (str, int))):
+            raise InputError(path, lineno, f"'id' must be a string or an integer, got {type(qid).__name__}")
+        out.append((qid, q.strip()))
     if not out:
         raise InputError(path, None, "no questions in the file")
     return out
