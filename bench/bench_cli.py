@@ -103,9 +103,14 @@ def _env(src: Path) -> dict:
     return {**os.environ, "PYTHONPATH": str(src), "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
 
 
+def _src(env: dict) -> str:
+    return env["PYTHONPATH"]  # also the working directory: `python -c` puts it first on sys.path
+
+
 def _wall(cmd: list[str], env: dict) -> float:
     t = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=600)
+    subprocess.run(cmd, env=env, cwd=_src(env), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=600)
     return time.perf_counter() - t
 
 
@@ -119,8 +124,8 @@ def _median_rounds(jobs: dict[str, tuple[list[str], dict]], repeat: int) -> dict
 
 
 def _json_child(code: str, args: list[str], env: dict) -> dict:
-    res = subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True, timeout=600,
-                         check=False)
+    res = subprocess.run([sys.executable, "-c", code, *args], env=env, cwd=_src(env), capture_output=True, text=True,
+                         timeout=600, check=False)
     if res.returncode:
         raise RuntimeError(res.stderr[-2000:])
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -128,7 +133,7 @@ def _json_child(code: str, args: list[str], env: dict) -> dict:
 
 def _help_imports(src: Path) -> list[tuple[str, float]]:
     """The slowest top-level imports of `realm --help` (python -X importtime, cumulative ms)."""
-    res = subprocess.run([sys.executable, "-X", "importtime", "-c", CLI, "--help"], env=_env(src),
+    res = subprocess.run([sys.executable, "-X", "importtime", "-c", CLI, "--help"], env=_env(src), cwd=src,
                          capture_output=True, text=True, timeout=120, check=False)
     rows = []
     for line in res.stderr.splitlines():
@@ -150,7 +155,7 @@ def _warm(run: Path, repeat: int) -> dict:
     url = f"http://127.0.0.1:{port}"
     env = _env(ROOT)
     server = subprocess.Popen([sys.executable, "-c", CLI, "serve", str(run), "--port", str(port), "--no-watch",
-                               "--log-level", "warning", "--threads", "1"], env=env)
+                               "--log-level", "warning", "--threads", "1"], env=env, cwd=ROOT)
     try:
         t0 = time.perf_counter()
         while True:

@@ -1,6 +1,9 @@
 """`realm ask` through the CLI: a file of questions answered in batches, bad lines, and `--server URL`."""
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -8,6 +11,8 @@ import pytest
 from realm.cli import main
 from tests.serving.live_server import ServerThread
 from tests.serving.test_answer import QUESTIONS, build_run
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +115,14 @@ def test_server_mode_gives_the_same_answers(run, tmp_path, capsys):
     with ServerThread(create_app(run, max_k=20, watch=False)) as srv:
         single = _single(run, QUESTIONS[0], capsys, "--server", srv.url)
         _same_answer(single, _single(run, QUESTIONS[0], capsys))
+        # in a fresh interpreter, asking a server imports no torch: the answer comes in milliseconds
+        probe = ("import sys; from realm.cli import main; rc = main(sys.argv[1:]); "
+                 "print(rc, [m for m in ('torch', 'transformers', 'numpy') if m in sys.modules], file=sys.stderr)")
+        res = subprocess.run([sys.executable, "-c", probe, "ask", str(run), QUESTIONS[0], "--server", srv.url],
+                             capture_output=True, text=True, timeout=120, cwd=ROOT,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+        assert res.stderr.strip().splitlines()[-1] == "0 []", res.stderr
+        assert res.stdout.startswith(f"answer: {single['answer']}\n")
         out = tmp_path / "answers.jsonl"
         assert main(["ask", str(run), "--questions", str(qfile), "--out", str(out), "--k", "3",
                      "--server", srv.url + "/"]) == 0

@@ -63,7 +63,7 @@ def _answer(args, ask_many, questions) -> int:
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
-        from realm.serving.answer import format_answer
+        from realm.serving.formatting import format_answer
 
         style = "ansi" if sys.stdout.isatty() else "brackets"
         print(format_answer(out, style=style, max_evidence=args.show))
