@@ -163,7 +163,7 @@ def _warm(run: Path, repeat: int) -> dict:
                 urllib.request.urlopen(url + "/health", timeout=1).read()
                 break
             except OSError:
-                if server.poll() is not None or time.perf_counter() - t0 > 120:
+                if server.poll() is not None or time.perf_counter() - t0 > 600:
                     raise RuntimeError("realm serve did not start") from None
                 time.sleep(0.1)
         server_start = time.perf_counter() - t0

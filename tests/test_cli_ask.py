@@ -143,3 +143,20 @@ def test_no_server_is_a_clear_error(run, capsys, monkeypatch):
     assert args.server == "http://127.0.0.1:9"
     assert args.func(args) == 2
     assert "no realm server at http://127.0.0.1:9" in capsys.readouterr().err
+
+
+def test_questions_are_read_in_batches(run, tmp_path, monkeypatch, capsys):
+    from realm.serving.answer import Answerer
+
+    sizes = []
+    predict = Answerer._predict
+
+    def spy(self, corpus, questions, k):
+        sizes.append(len(questions))
+        return predict(self, corpus, questions, k)
+
+    monkeypatch.setattr(Answerer, "_predict", spy)
+    qfile = _questions_file(tmp_path / "q.jsonl")
+    assert main(["ask", str(run), "--questions", str(qfile), "--out", str(tmp_path / "a.jsonl"),
+                 "--batch-size", "4"]) == 0
+    assert sizes == [4, len(QUESTIONS) - 4]  # one forward pass per batch of --batch-size questions

@@ -189,10 +189,10 @@ class Answerer:
         if self._closed:
             raise RuntimeError("this Answerer is closed")
         t0 = time.perf_counter()
-        futures: list[Future] = []
-        for question in questions:
-            futures.append(Future())
-            self._queue.put((question.strip(), k, futures[-1]))
+        futures = [Future() for _ in questions]
+        requests = [(q.strip(), k, fut) for q, fut in zip(questions, futures)]
+        for start in range(0, len(requests), self.max_batch):  # one queue entry = one forward pass at most
+            self._queue.put(requests[start:start + self.max_batch])
         outs, latencies = [], []
         try:
             for fut in futures:
@@ -214,7 +214,7 @@ class Answerer:
             item = self._queue.get()
             if item is None:
                 return
-            batch = [item]
+            batch = list(item)  # queue entries are lists of (question, k, future)
             stop = False
             while len(batch) < self.max_batch:  # everything already waiting, without waiting for more
                 try:
@@ -224,26 +224,29 @@ class Answerer:
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             groups: dict[int, list] = {}
             for it in batch:
                 groups.setdefault(it[1], []).append(it)
             corpus = self._corpus  # one consistent (corpus, embeddings) for the whole batch
             for k, items in groups.items():
                 live = [it for it in items if it[2].set_running_or_notify_cancel()]
-                if not live:
-                    continue
-                try:
-                    recs = self._predict(corpus, [q for q, _, _ in live], k)
-                    for (_, _, fut), rec in zip(live, recs):
-                        fut.set_result(answer_record(rec, corpus, k))
-                except BaseException as e:  # noqa: BLE001 - handed to the waiting callers
-                    log.exception("answering %d question(s) failed", len(live))
-                    for _, _, fut in live:
-                        if not fut.done():
-                            fut.set_exception(e)
+                for start in range(0, len(live), self.max_batch):
+                    self._answer(corpus, live[start:start + self.max_batch], k)
             if stop:
                 return
+
+    def _answer(self, corpus: IndexedCorpus, items: list, k: int) -> None:
+        """One forward pass for ``items`` ((question, k, future) triples); results or the error go to the futures."""
+        try:
+            recs = self._predict(corpus, [q for q, _, _ in items], k)
+            for (_, _, fut), rec in zip(items, recs):
+                fut.set_result(answer_record(rec, corpus, k))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting callers
+            log.exception("answering %d question(s) failed", len(items))
+            for _, _, fut in items:
+                if not fut.done():
+                    fut.set_exception(e)
 
     def _predict(self, corpus: IndexedCorpus, questions: list[str], k: int) -> list[dict]:
         from realm.evaluation.qa import predict

@@ -170,10 +170,3 @@ def test_docs_work_offline(server, offline_page):
     assert "question" in page.text_content("#operations-default-ask_ask_post .opblock-body")
     assert page.blocked == [] and page.errors == []
 
-
-
-def test_no_cdn_redoc(server):
-    """ReDoc's page fetches its attribution logo from a CDN even with local assets, so it is not served."""
-    import httpx
-
-    assert httpx.get(server.url + "/redoc").status_code == 404
