@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import platform
+import resource
 import socket
 import statistics
 import subprocess
@@ -42,43 +43,44 @@ BREAKDOWN = r'''
 import contextlib, io, json, sys, time
 t_all = time.perf_counter()
 run, question = sys.argv[1], sys.argv[2]
-seconds, calls = {}, {}
+seconds, cpu, calls = {}, {}, {}
 
 def timed(name, fn):
     def wrapper(*a, **kw):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             return fn(*a, **kw)
         finally:
             seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - t
+            cpu[name] = cpu.get(name, 0.0) + time.process_time() - c
             calls[name] = calls.get(name, 0) + 1
     return wrapper
 
-t = time.perf_counter()
+def phase(name, t, c):
+    seconds[name], cpu[name] = time.perf_counter() - t, time.process_time() - c
+
+t, c = time.perf_counter(), time.process_time()
 from realm.cli import build_parser
 args = build_parser().parse_args(["ask", run, question, "--json"])
-seconds["import realm.cli + parse arguments"] = time.perf_counter() - t
-t = time.perf_counter()
+phase("import realm.cli + parse arguments", t, c)
+t, c = time.perf_counter(), time.process_time()
 import realm.serving.answer, realm.evaluation.qa, realm.models.reader, realm.models.retriever
-seconds["import torch, transformers, realm models"] = time.perf_counter() - t
+phase("import torch, transformers, realm models", t, c)
 from realm.data.tokenizer import WordPiece
 from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever
 from realm.serving.qa_run import IndexedCorpus
-Retriever.load = classmethod(timed("retriever load", Retriever.load.__func__))
-SpanReader.load = classmethod(timed("reader load", SpanReader.load.__func__))
-IndexedCorpus.load = classmethod(timed("index + corpus load", IndexedCorpus.load.__func__))
-WordPiece.__init__ = timed("tokenizer load", WordPiece.__init__)
-t = time.perf_counter()
+Retriever.load = classmethod(timed("  of which: retriever load", Retriever.load.__func__))
+SpanReader.load = classmethod(timed("  of which: reader load", SpanReader.load.__func__))
+IndexedCorpus.load = classmethod(timed("  of which: index + corpus load", IndexedCorpus.load.__func__))
+WordPiece.__init__ = timed("  of which: tokenizer load", WordPiece.__init__)
+t, c = time.perf_counter(), time.process_time()
 with contextlib.redirect_stdout(io.StringIO()) as out:
     assert args.func(args) == 0
-command = time.perf_counter() - t
-record = json.loads(out.getvalue())
-seconds["first answer (Answerer.ask)"] = record["latency_ms"] / 1000
-loads = sum(v for k, v in seconds.items() if k.endswith("load") or k == "first answer (Answerer.ask)")
-seconds["rest of the command (threads, printing)"] = command - loads
-seconds["total in-process"] = time.perf_counter() - t_all
-print(json.dumps({"seconds": seconds, "calls": calls}))
+phase("run the command: loads + first answer", t, c)
+seconds["  of which: first answer (Answerer.ask latency)"] = json.loads(out.getvalue())["latency_ms"] / 1000
+phase("total in-process", t_all, 0.0)
+print(json.dumps({"seconds": seconds, "cpu": cpu, "calls": calls}))
 '''
 
 # Runs inside a fresh interpreter (current code): questions/s of Answerer.ask_many per max_batch.
@@ -107,20 +109,24 @@ def _src(env: dict) -> str:
     return env["PYTHONPATH"]  # also the working directory: `python -c` puts it first on sys.path
 
 
-def _wall(cmd: list[str], env: dict) -> float:
+def _wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + system) of one run of ``cmd``."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run(cmd, env=env, cwd=_src(env), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                    timeout=600)
-    return time.perf_counter() - t
+    wall = time.perf_counter() - t
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
-def _median_rounds(jobs: dict[str, tuple[list[str], dict]], repeat: int) -> dict[str, float]:
-    """Median wall time of each job; the jobs are interleaved round by round (same load for all)."""
-    times: dict[str, list[float]] = {k: [] for k in jobs}
+def _median_rounds(jobs: dict, repeat: int) -> dict[str, tuple[float, float]]:
+    """Median (wall, CPU) seconds of each job; the jobs are interleaved round by round (same load for all)."""
+    times: dict = {k: [] for k in jobs}
     for _ in range(repeat):
         for key, (cmd, env) in jobs.items():
             times[key].append(_wall(cmd, env))
-    return {k: statistics.median(v) for k, v in times.items()}
+    return {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
 
 
 def _json_child(code: str, args: list[str], env: dict) -> dict:
@@ -212,8 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     breakdown = {}
     for label, src in srcs.items():
         runs = [_json_child(BREAKDOWN, [str(args.run), QUESTION], _env(src)) for _ in range(args.ask_repeat)]
-        breakdown[label] = {"calls": runs[0]["calls"],
-                            "seconds": {k: statistics.median(r["seconds"][k] for r in runs) for k in runs[0]["seconds"]}}
+        breakdown[label] = {"calls": runs[0]["calls"], **{
+            kind: {k: statistics.median(r[kind][k] for r in runs) for k in runs[0][kind]} for kind in ("seconds", "cpu")}}
     warm = _warm(args.run, args.ask_repeat)
     qfile = args.questions
     if qfile is None:
@@ -233,29 +239,34 @@ def main(argv: list[str] | None = None) -> int:
              f"- columns: {', '.join(f'{k} = `{v}`' for k, v in srcs.items())}",
              f"- command: `python bench/bench_cli.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              f"## `realm [VERB] --help` (median of {args.repeat} fresh interpreters; target <= 0.3 s)", "",
-             f"Bare `python -c pass`: {bare:.3f} s.", "",
-             "| command | " + " | ".join(f"{lb} s | {lb} / bare" for lb in labels) + " |",
-             "|---|" + "---:|---:|" * len(labels)]
+             f"Bare `python -c pass`: {bare[0]:.3f} s wall, {bare[1]:.3f} s CPU. On a shared machine the CPU "
+             f"time (user + system) is the steadier figure: wall time includes waiting for a core.", "",
+             "| command | " + " | ".join(f"{lb} wall s | {lb} CPU s | {lb} CPU / bare" for lb in labels) + " |",
+             "|---|" + "---:|---:|---:|" * len(labels)]
     for verb in HELPS:
-        cells = [f"{helps[(lb, ' '.join(verb))]:.3f} | {helps[(lb, ' '.join(verb))] / bare:.1f}x"
-                 if (lb, " ".join(verb)) in helps else "– | –" for lb in labels]
+        cells = []
+        for lb in labels:
+            w, c = helps.get((lb, " ".join(verb)), (None, None))
+            cells.append("– | – | –" if w is None else f"{w:.3f} | {c:.3f} | {c / bare[1]:.1f}x")
         lines.append(f"| `realm {' '.join(verb + ['--help'])}` | " + " | ".join(cells) + " |")
     lines += ["", "Slowest top-level imports of `realm --help` (`python -X importtime`, cumulative ms):", ""]
     for lb in labels:
         lines.append(f"- {lb}: " + ", ".join(f"{name} {ms:.0f}" for name, ms in imports[lb]))
     lines += ["", f"## `realm ask RUN QUESTION`, cold (median of {args.ask_repeat})", "",
-              "| | " + " | ".join(labels) + " |", "|---|" + "---:|" * len(labels),
-              "| wall time, process start to exit (s) | " + " | ".join(f"{ask[lb]:.2f}" for lb in labels) + " |"]
+              "| | " + " | ".join(f"{lb} wall s | {lb} CPU s" for lb in labels) + " |",
+              "|---|" + "---:|---:|" * len(labels),
+              "| process start to exit | " + " | ".join(f"{ask[lb][0]:.2f} | {ask[lb][1]:.2f}" for lb in labels) + " |"]
     for key in breakdown[labels[0]]["seconds"]:
-        lines.append(f"| {key} (s) | " + " | ".join(f"{breakdown[lb]['seconds'].get(key, float('nan')):.3f}"
-                                                  for lb in labels) + " |")
+        cells = [f"{breakdown[lb]['seconds'][key]:.3f} | " + (f"{breakdown[lb]['cpu'][key]:.3f}"
+                 if key in breakdown[lb]["cpu"] else "–") for lb in labels]
+        lines.append(f"| {key} | " + " | ".join(cells) + " |")
     for key in breakdown[labels[0]]["calls"]:
         lines.append(f"| calls of {key} | " + " | ".join(str(breakdown[lb]["calls"].get(key, 0)) for lb in labels)
                      + " |")
     lines += ["", "## warm (current code)", "",
               f"- `realm serve` start until /health answers: {warm['server_start_s']:.2f} s (paid once)",
-              f"- `realm ask RUN QUESTION --server URL`, process start to exit: {warm['ask_server_cli_s']:.3f} s "
-              f"(median of {args.ask_repeat})",
+              f"- `realm ask RUN QUESTION --server URL`, process start to exit: {warm['ask_server_cli_s'][0]:.3f} s "
+              f"wall, {warm['ask_server_cli_s'][1]:.3f} s CPU (median of {args.ask_repeat})",
               f"- one POST /ask round trip to the warm server: {warm['post_ask_s'] * 1000:.1f} ms (median of 20)",
               f"- `Answerer.ask_many` on {batch['questions']} questions (`--batch-size`): " + ", ".join(
                   f"{size}: {qps:.1f} questions/s" for size, qps in batch["questions_per_s"].items()), ""]
