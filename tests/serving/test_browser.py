@@ -81,6 +81,7 @@ def offline_page(server, browser):
 
     context.route("**/*", route)
     page = _new_page(context)
+    page.set_default_timeout(120_000)  # the Swagger bundle is 1.5 MB of JS: slow to run on a loaded 2-core machine
     page.blocked = blocked
     try:
         yield page
