@@ -2,13 +2,16 @@
 
 Every command that takes a config accepts ``--preset NAME`` and trailing ``key=value`` overrides,
 and writes the resolved config into its output folder.
+
+Arguments are parsed before anything heavy is imported: this module and the registration modules it
+loads import only the standard library, and each command imports torch, transformers and the pipeline
+inside its handler (``realm --help`` stays instant; ``tests/test_cli.py`` checks it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from pathlib import Path
@@ -264,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.set_defaults(func=cmd_demo)
 
-    from realm.convert.cli_commands import register as register_convert
+    register_convert = _registration_module("realm.convert.cli_commands").register
     from realm.serving.cli_commands import register as register_serving
     from realm.serving.cli_commands import register_index_update
     from realm.serving.evaluate_cmd import register_evaluate
@@ -276,11 +279,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _registration_module(name: str):
+    """Import the argparse registration module ``name`` without running its package's ``__init__``.
+
+    ``realm/convert/__init__.py`` imports the converter, hence torch; ``realm/convert/cli_commands.py``
+    itself needs only the standard library, and its handlers import the converter when they run.
+    """
+    if name in sys.modules:
+        return sys.modules[name]
+    import importlib.util
+
+    path = Path(__file__).parent.joinpath(*name.split(".")[1:]).with_suffix(".py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # before any heavy import: `--help` and usage errors are instant
+
+    import logging
+
     from realm.config import ConfigError
     from realm.data.errors import InputError
 
-    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return args.func(args) or 0

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from realm.data.qa import QAExample
+from realm.serving.formatting import format_answer, highlight  # noqa: F401 - re-exported (realm ask, tests)
 from realm.serving.qa_run import IndexedCorpus, current_version, read_run_info
 
 log = logging.getLogger(__name__)
@@ -174,35 +175,46 @@ class Answerer:
 
     def ask(self, question: str, k: int | None = None, timeout: float | None = None) -> dict:
         """Answer one question; see :func:`answer_record` for the fields. Thread-safe."""
-        if not isinstance(question, str):
-            raise TypeError(f"question must be a string, got {type(question).__name__}")
-        if not question.strip():
-            raise ValueError("question is empty")
+        return self.ask_many([question], k, timeout)[0]
+
+    def ask_many(self, questions: list[str], k: int | None = None, timeout: float | None = None) -> list[dict]:
+        """Answer ``questions`` (in order). They are queued together, so the worker reads them in forward
+        passes of up to ``max_batch`` questions. Thread-safe; ``timeout`` applies to each answer."""
+        for question in questions:
+            if not isinstance(question, str):
+                raise TypeError(f"question must be a string, got {type(question).__name__}")
+            if not question.strip():
+                raise ValueError("question is empty")
         k = self.check_k(k)
         if self._closed:
             raise RuntimeError("this Answerer is closed")
         t0 = time.perf_counter()
-        fut: Future = Future()
-        self._queue.put((question.strip(), k, fut))
+        futures = [Future() for _ in questions]
+        requests = [(q.strip(), k, fut) for q, fut in zip(questions, futures)]
+        for start in range(0, len(requests), self.max_batch):  # one queue entry = one forward pass at most
+            self._queue.put(requests[start:start + self.max_batch])
+        outs, latencies = [], []
         try:
-            out = fut.result(timeout)
+            for fut in futures:
+                outs.append(fut.result(timeout))
+                latencies.append(time.perf_counter() - t0)
         except BaseException:
             with self._stats_lock:
-                self._failed += 1
+                self._failed += len(futures) - len(outs)
             raise
-        dt = time.perf_counter() - t0
-        out["latency_ms"] = round(dt * 1000, 3)
+        for out, dt in zip(outs, latencies):
+            out["latency_ms"] = round(dt * 1000, 3)
         with self._stats_lock:
-            self._served += 1
-            self._latencies.append(dt)
-        return out
+            self._served += len(outs)
+            self._latencies.extend(latencies)
+        return outs
 
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            batch = [item]
+            batch = list(item)  # queue entries are lists of (question, k, future)
             stop = False
             while len(batch) < self.max_batch:  # everything already waiting, without waiting for more
                 try:
@@ -212,26 +224,29 @@ class Answerer:
                 if nxt is None:
                     stop = True
                     break
-                batch.append(nxt)
+                batch.extend(nxt)
             groups: dict[int, list] = {}
             for it in batch:
                 groups.setdefault(it[1], []).append(it)
             corpus = self._corpus  # one consistent (corpus, embeddings) for the whole batch
             for k, items in groups.items():
                 live = [it for it in items if it[2].set_running_or_notify_cancel()]
-                if not live:
-                    continue
-                try:
-                    recs = self._predict(corpus, [q for q, _, _ in live], k)
-                    for (_, _, fut), rec in zip(live, recs):
-                        fut.set_result(answer_record(rec, corpus, k))
-                except BaseException as e:  # noqa: BLE001 - handed to the waiting callers
-                    log.exception("answering %d question(s) failed", len(live))
-                    for _, _, fut in live:
-                        if not fut.done():
-                            fut.set_exception(e)
+                for start in range(0, len(live), self.max_batch):
+                    self._answer(corpus, live[start:start + self.max_batch], k)
             if stop:
                 return
+
+    def _answer(self, corpus: IndexedCorpus, items: list, k: int) -> None:
+        """One forward pass for ``items`` ((question, k, future) triples); results or the error go to the futures."""
+        try:
+            recs = self._predict(corpus, [q for q, _, _ in items], k)
+            for (_, _, fut), rec in zip(items, recs):
+                fut.set_result(answer_record(rec, corpus, k))
+        except BaseException as e:  # noqa: BLE001 - handed to the waiting callers
+            log.exception("answering %d question(s) failed", len(items))
+            for _, _, fut in items:
+                if not fut.done():
+                    fut.set_exception(e)
 
     def _predict(self, corpus: IndexedCorpus, questions: list[str], k: int) -> list[dict]:
         from realm.evaluation.qa import predict
@@ -300,29 +315,3 @@ def _file_key(path: Path):
         return st.st_mtime_ns, st.st_size, path.read_text()
     except FileNotFoundError:
         return None
-
-
-def highlight(text: str, start: int | None, end: int | None, style: str = "brackets") -> str:
-    """``text`` with ``[start, end)`` marked: ``style`` "ansi" (bold) or "brackets" (``[[...]]``)."""
-    if start is None or end is None or not 0 <= start <= end <= len(text):
-        return text
-    left, right = ("\033[1m", "\033[0m") if style == "ansi" else ("[[", "]]")
-    return text[:start] + left + text[start:end] + right + text[end:]
-
-
-def format_answer(out: dict, style: str = "brackets", max_evidence: int | None = None) -> str:
-    """Human-readable text of an :meth:`Answerer.ask` result (what ``realm ask`` prints)."""
-    lines = []
-    if out["answer"] is None:
-        lines.append("answer: (none: nothing readable was retrieved)")
-    else:
-        lines.append(f"answer: {out['answer']}")
-        lines.append(f"score:  {out['score']:.3f}  (joint span + retrieval logit)")
-    lines.append(f"index:  v{out['index_version']} (corpus {out['corpus_hash']}), top-{out['k']} evidence:")
-    for e in out["evidence"][:max_evidence]:
-        prob = e["retrieval_prob"] or 0.0
-        bar = "#" * int(round(prob * 20))
-        mark = "  <- answer" if e["answer_start"] is not None else ""
-        lines.append(f"[{e['rank']}] {e['title']} ({e['doc_id']})  p={prob:.3f} {bar}{mark}")
-        lines.append("    " + highlight(e["text"], e["answer_start"], e["answer_end"], style).replace("\n", "\n    "))
-    return "\n".join(lines)

@@ -1,6 +1,7 @@
 """``realm serve``: a FastAPI app answering questions from a run folder.
 
-Endpoints (OpenAPI schema at ``/openapi.json``, Swagger UI at ``/docs``)::
+Endpoints (OpenAPI schema at ``/openapi.json``; Swagger UI at ``/docs``, served with the assets of the
+``fastapi-offline`` package, so it works without internet; no ``/redoc``: its page fetches a logo from a CDN)::
 
     POST /ask            {"question": str, "k": int?} -> answer, score, evidence
     GET  /health         liveness + the served index version
@@ -27,6 +28,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, field_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -238,9 +240,10 @@ def create_app(run_dir: str | Path | None = None, *, answerer: Answerer | None =
             if own:
                 answerer.close()
 
-    app = FastAPI(title="realm", version=_version(), lifespan=lifespan,
-                  description="Open-domain question answering with a REALM retriever + reader. "
-                              "Answers are spans of retrieved corpus blocks.")
+    # FastAPIOffline: FastAPI whose /docs loads its JS/CSS from the installed package, not from a CDN
+    app = FastAPIOffline(title="realm", version=_version(), lifespan=lifespan, redoc_url=None,
+                         description="Open-domain question answering with a REALM retriever + reader. "
+                                     "Answers are spans of retrieved corpus blocks.")
     app.state.answerer = answerer
     app.state.limits = {"max_question_chars": max_question_chars, "max_k": max_k, "default_k": default_k,
                         "max_body_bytes": limit}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -23,23 +24,55 @@ def _threads(n: int | None) -> None:
 
 
 def cmd_ask(args) -> int:
-    from realm.serving.answer import Answerer, format_answer
+    if (args.question is None) == (args.questions is None):
+        return _usage_error("give one QUESTION, or --questions FILE.jsonl --out ANSWERS.jsonl")
+    if (args.questions is None) != (args.out is None):
+        return _usage_error("--questions FILE.jsonl and --out ANSWERS.jsonl go together")
+    if args.question is not None and not args.question.strip():
+        return _usage_error("the question is empty")
+    questions = None
+    if args.questions is not None:
+        from realm.serving.batch import read_questions
+
+        questions = read_questions(args.questions)  # a bad line fails here, before any model is loaded
+    if args.server:
+        from realm.serving.client import ServerClient, ServerError
+
+        try:
+            return _answer(args, ServerClient(args.server).ask_many, questions)
+        except ServerError as e:
+            print(f"realm: error: {e}", file=sys.stderr)
+            return 2
+    from realm.serving.answer import Answerer
 
     _threads(args.threads)
-    if not args.question.strip():
-        print("realm: error: the question is empty", file=sys.stderr)
-        return 2
-    if args.k is not None and args.k < 1:
-        print(f"realm: error: --k must be >= 1, got {args.k}", file=sys.stderr)
-        return 2
-    with Answerer(args.run_dir, device=args.device, max_k=max(args.k or 1, 20), max_batch=1) as answerer:
-        out = answerer.ask(args.question, args.k)
+    batch = args.batch_size if questions is not None else 1
+    with Answerer(args.run_dir, device=args.device, max_k=max(args.k or 1, 20), max_batch=batch) as answerer:
+        return _answer(args, answerer.ask_many, questions)
+
+
+def _answer(args, ask_many, questions) -> int:
+    """Answer the one question (printed) or the question file (written to ``--out``) with ``ask_many``."""
+    if questions is not None:
+        from realm.serving.batch import answer_file
+
+        n = answer_file(ask_many, questions, args.out, k=args.k, batch_size=args.batch_size)
+        print(f"{n} answers written to {args.out}", file=sys.stderr)
+        return 0
+    out = ask_many([args.question], args.k)[0]
     if args.json:
         print(json.dumps(out, indent=2, ensure_ascii=False))
     else:
+        from realm.serving.formatting import format_answer
+
         style = "ansi" if sys.stdout.isatty() else "brackets"
         print(format_answer(out, style=style, max_evidence=args.show))
     return 0
+
+
+def _usage_error(message: str) -> int:
+    print(f"realm ask: error: {message}", file=sys.stderr)
+    return 2
 
 
 def cmd_serve(args) -> int:
@@ -88,15 +121,26 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(subparsers) -> None:
     """Add ``ask`` and ``serve`` to the top-level ``realm`` subparsers."""
-    p = subparsers.add_parser("ask", help="answer one question from a run folder",
+    p = subparsers.add_parser("ask", help="answer a question (or a file of questions) from a run folder",
                               description="Retrieve the top-k blocks of the run's current index, read them, and "
                                           "print the answer, its score and the evidence (the answer span is "
-                                          "bold on a terminal, [[bracketed]] otherwise).")
+                                          "bold on a terminal, [[bracketed]] otherwise). With --questions, answer "
+                                          "a JSONL file of {\"question\": ..., \"id\": ...} lines in batches and "
+                                          "write one --json record per line to --out. With --server (default: "
+                                          "$REALM_SERVER), ask a running `realm serve` instead of loading the run: "
+                                          "an answer in milliseconds instead of seconds.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a servable run folder (holds run.json)")
-    p.add_argument("question")
+    p.add_argument("question", nargs="?", help="the question (or use --questions)")
     p.add_argument("--k", type=_positive, help="blocks to retrieve and read (default: the run's top_k)")
     p.add_argument("--json", action="store_true", help="print the full answer record as JSON")
     p.add_argument("--show", type=_positive, default=None, help="evidence blocks to print (default: all k)")
+    p.add_argument("--questions", type=Path, metavar="FILE.jsonl",
+                   help='questions, one JSON object a line: {"question": str, "id": str|int (optional)}')
+    p.add_argument("--out", type=Path, metavar="ANSWERS.jsonl", help="where --questions' answers go (JSONL)")
+    p.add_argument("--batch-size", type=_positive, default=16, help="questions read per forward pass (default: 16)")
+    p.add_argument("--server", default=os.environ.get("REALM_SERVER") or None, metavar="URL",
+                   help="ask this running `realm serve` (e.g. http://127.0.0.1:8000) instead of loading RUN_DIR, "
+                        "which is then not read (default: $REALM_SERVER)")
     _common(p)
     p.set_defaults(func=cmd_ask)
 

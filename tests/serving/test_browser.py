@@ -5,13 +5,12 @@ uvicorn on 127.0.0.1 (a free port) in a background thread. REALM_SCREENSHOT=PATH
 """
 
 import os
-import socket
-import threading
-import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
+from tests.serving.live_server import ServerThread
 from tests.serving.test_answer import build_run
 
 CHROMIUM = Path(os.environ.get("REALM_CHROMIUM", "/usr/bin/chromium"))
@@ -27,38 +26,6 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Pyt
 
 
 
-class ServerThread:
-    """uvicorn serving ``app`` on an already-bound 127.0.0.1 socket, in a daemon thread."""
-
-    def __init__(self, app):
-        import uvicorn
-
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def __enter__(self):
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started:
-            if time.time() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
-        self.sock.close()
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     from realm.data.world import generate_world
@@ -72,19 +39,54 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def page(server):
+def browser():
     with sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=LAUNCH_ARGS)
         try:
-            context = browser.new_context(viewport={"width": 1000, "height": 900})
-            page = context.new_page()
-            page.set_default_timeout(30_000)
-            errors = []
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            page.errors = errors
-            yield page
+            yield browser
         finally:
             browser.close()
+
+
+def _new_page(context):
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.errors = errors
+    return page
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    context = browser.new_context(viewport={"width": 1000, "height": 900})
+    try:
+        yield _new_page(context)
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def offline_page(server, browser):
+    """A page whose every request off the loopback is aborted (and recorded in ``page.blocked``)."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    blocked = []
+
+    def route(r):
+        if urlsplit(r.request.url).hostname in ("127.0.0.1", "localhost", "::1"):
+            r.continue_()
+        else:
+            blocked.append(r.request.url)
+            r.abort("internetdisconnected")
+
+    context.route("**/*", route)
+    page = _new_page(context)
+    page.set_default_timeout(120_000)  # the Swagger bundle is 1.5 MB of JS: slow to run on a loaded 2-core machine
+    page.blocked = blocked
+    try:
+        yield page
+    finally:
+        context.close()
 
 
 def _ask(page, question, k=None):
@@ -152,3 +154,20 @@ def test_errors_are_shown(server, page):
     page.fill("#k", "")
     page.click("#ask")
     page.wait_for_function("document.getElementById('status').textContent.includes('Type a question')")
+
+
+API_PATHS = ("/ask", "/health", "/stats", "/admin/reload")
+
+
+def test_docs_work_offline(server, offline_page):
+    page = offline_page
+    page.goto(server.url + "/docs")
+    page.wait_for_selector(".opblock-summary-path")
+    listed = {el.get_attribute("data-path") or el.text_content() for el in page.query_selector_all(".opblock-summary-path")}
+    assert set(API_PATHS) <= {p.strip().replace("\u200b", "") for p in listed}
+    assert page.text_content(".info .title").startswith("realm")
+    page.click("#operations-default-ask_ask_post .opblock-summary")  # expand POST /ask: its request schema renders
+    page.wait_for_selector("#operations-default-ask_ask_post .opblock-body")
+    assert "question" in page.text_content("#operations-default-ask_ask_post .opblock-body")
+    assert page.blocked == [] and page.errors == []
+
