@@ -37,7 +37,7 @@ from realm.models.inputs import Specials, pair_inputs, query_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
-from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool
+from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, masked_targets
 from realm.training.optim import make_optimizer
 from realm.training.run import begin_step, resume, start_run
 
@@ -63,16 +63,7 @@ def _plot(run_dir: Path, keys: list[str], title: str) -> None:
 def mlm_batch(queries: Sequence[MaskedQuery], sp: Specials, query_len: int):
     """(inputs ``[CLS] x [SEP]``, positions [B, M], targets [B, M], token mask [B, M])."""
     inputs = query_inputs([q.input_ids for q in queries], sp, query_len)
-    M = max(len(q.positions) for q in queries)
-    positions = torch.zeros(len(queries), M, dtype=torch.long)
-    targets = torch.zeros(len(queries), M, dtype=torch.long)
-    mask = torch.zeros(len(queries), M, dtype=torch.bool)
-    for b, q in enumerate(queries):
-        n = len(q.positions)
-        positions[b, :n] = torch.as_tensor(q.positions, dtype=torch.long) + 1  # +1 for [CLS]
-        targets[b, :n] = torch.as_tensor(q.targets, dtype=torch.long)
-        mask[b, :n] = True
-    return inputs, positions, targets, mask
+    return (inputs, *masked_targets(queries))
 
 
 def mlm_step(encoder: KnowledgeAugEncoder, queries: Sequence[MaskedQuery], sp: Specials, query_len: int,
