@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 
 import realm
+from realm.data.errors import InputError
 
 FORMAT_VERSION = 1
 EMBEDDINGS_FILE = "embeddings.npy"
@@ -58,8 +59,13 @@ _VERSION_RE = re.compile(r"^v(\d{6,})$")
 _STORAGE_DTYPE = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(np.uint16)}
 
 
-class IndexStoreError(ValueError):
-    """Base class: an index folder is missing, corrupt or inconsistent."""
+class IndexStoreError(InputError):
+    """Base class: an index folder is missing, corrupt or inconsistent (the message names the file;
+    an :class:`~realm.data.errors.InputError`, so the CLI reports it in one line with exit code 2)."""
+
+    def __init__(self, message: str):
+        self.path, self.line, self.message = "", None, message
+        ValueError.__init__(self, message)
 
 
 class IndexCorruptError(IndexStoreError):
