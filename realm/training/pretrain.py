@@ -130,7 +130,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                          scaled={"retriever": (list(retriever.parameters()), pc.retriever_lr_scale)})
     modules = {"retriever": retriever, "encoder": encoder}
     start, state = resume(run_dir, modules, opt, "pretraining")
-    discard_future(run_dir, start)  # snapshots/index versions a killed run made after its last checkpoint
+    discard_future(run_dir, start if state else -1)  # what a killed run made after its last checkpoint
     ic = cfg.index
     interval = max(1, pc.refresh_every * pc.stale_factor)
     if pc.refresh_mode not in ("async", "sync"):

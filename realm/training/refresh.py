@@ -74,7 +74,8 @@ def build_from_snapshot(snapshot: Path, step: int, corpus: Path, index_root: Pat
 
 
 def discard_future(run_dir: Path, step: int) -> int:
-    """On resume at ``step``: drop snapshots and index versions made after it by a run that died.
+    """On resume at ``step``: drop snapshots and index versions made after it by a run that died
+    (``step=-1``: a fresh start, no checkpoint; everything there is from a run that died before one).
 
     They come from weights the resumed run never had; using them would make the index newer than the
     trainer (negative staleness) and the run depend on when it was killed. Returns how many were dropped.
