@@ -55,6 +55,7 @@ FORMAT_VERSION = 1
 EMBEDDINGS_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
+PINNED_FILE = "PINNED"  # versions that resumable checkpoints refer to: never pruned
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
 _STORAGE_DTYPE = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(np.uint16)}
 
@@ -219,11 +220,27 @@ class _WriterLock:
         os.close(self.fd)
 
 
+def pinned_versions(root) -> set[int]:
+    try:
+        return {int(x) for x in (Path(root) / PINNED_FILE).read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def pin_versions(root, versions) -> None:
+    """Protect ``versions`` from pruning (replacing the previous set): a checkpoint resumes with its index."""
+    root = Path(root)
+    with _WriterLock(root):
+        _write_synced(root / (PINNED_FILE + ".tmp"), " ".join(str(int(v)) for v in sorted(set(versions))) + "\n")
+        os.replace(root / (PINNED_FILE + ".tmp"), root / PINNED_FILE)
+
+
 def _prune(root: Path, keep: int) -> None:
     versions = _list_versions(root)
     latest = latest_version(root)
+    pinned = pinned_versions(root)
     for v in versions[: max(0, len(versions) - keep)]:
-        if v == latest:
+        if v == latest or v in pinned:
             continue
         _discard(root, v)
 

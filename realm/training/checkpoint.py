@@ -28,7 +28,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from realm.data.errors import InputError
-from realm.index.store import file_record, verify_files
+from realm.index.store import file_record, pin_versions, verify_files
 
 log = logging.getLogger(__name__)
 FILES = "files.json"
@@ -71,7 +71,22 @@ def save_checkpoint(run_dir: str | Path, step: int, modules: dict[str, nn.Module
     _fsync(final.parent)
     verify_checkpoint(final)  # prune older checkpoints only once this one reads back intact
     _prune(final.parent, keep)
+    if "index_version" in (state or {}) and (Path(run_dir) / "index").is_dir():
+        _pin_indexes(Path(run_dir))
     return final
+
+
+def _pin_indexes(run_dir: Path) -> None:
+    """Keep every index version a kept checkpoint refers to: a resumed run continues with the exact index."""
+    versions = []
+    for folder in all_checkpoints(run_dir):
+        try:
+            v = json.loads((folder / "state.json").read_text()).get("index_version")
+        except (OSError, ValueError):
+            continue
+        if isinstance(v, int):
+            versions.append(v)
+    pin_versions(run_dir / "index", versions)
 
 
 def _fsync(path: Path) -> None:

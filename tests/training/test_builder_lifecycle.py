@@ -122,3 +122,23 @@ def test_metrics_are_not_duplicated_after_a_resume(tmp_path):
     log.close()
     assert [r["step"] for r in read_metrics(path)] == list(range(1, 11))
     assert json.loads(path.read_text().splitlines()[-1])["loss"] == 10.0
+
+
+def test_the_index_a_checkpoint_refers_to_is_never_pruned(tmp_path):
+    """Found by the kill harness: with keep_versions=2, the version checkpoint 15 used was pruned by step 20; a kill
+    before checkpoint 20 then left nothing to resume with once the newer versions were dropped."""
+    import numpy as np
+    import torch
+
+    from realm.training.checkpoint import save_checkpoint
+
+    root = tmp_path / "index"
+    write_index_version(root, np.zeros((3, 2), np.float32), corpus_hash="h", encoder_step=12, keep=2)
+    lin = torch.nn.Linear(2, 2)
+    save_checkpoint(tmp_path, 15, {"m": lin}, torch.optim.SGD(lin.parameters(), lr=0.1), {"index_version": 1})
+    for step in (16, 20, 24):
+        write_index_version(root, np.ones((3, 2), np.float32), corpus_hash="h", encoder_step=step, keep=2)
+    assert (root / "v000001").is_dir() and not (root / "v000002").exists()
+    discard_future(tmp_path, 15)  # the run died before checkpoint 20: resume at 15 with the index it used
+    _, manifest = open_index(root / "v000001")
+    assert latest_version(root) == 1 and manifest.encoder_step == 12
