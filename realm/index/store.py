@@ -147,6 +147,9 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+fsync_path = _fsync_path  # public: checkpoints are published with the same protocol
+
+
 def _write_synced(path: Path, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from realm.data.errors import InputError
-from realm.index.store import file_record, pin_versions, verify_files
+from realm.index.store import file_record, fsync_path, pin_versions, verify_files
 
 log = logging.getLogger(__name__)
 FILES = "files.json"
@@ -63,12 +63,12 @@ def save_checkpoint(run_dir: str | Path, step: int, modules: dict[str, nn.Module
     records = {p.name: file_record(p) for p in sorted(tmp.iterdir()) if p.is_file()}
     (tmp / FILES).write_text(json.dumps(records, indent=1))
     for p in tmp.iterdir():
-        _fsync(p)
-    _fsync(tmp)
+        fsync_path(p)
+    fsync_path(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.rename(tmp, final)
-    _fsync(final.parent)
+    fsync_path(final.parent)
     verify_checkpoint(final)  # prune older checkpoints only once this one reads back intact
     _prune(final.parent, keep)
     if "index_version" in (state or {}) and (Path(run_dir) / "index").is_dir():
@@ -87,14 +87,6 @@ def _pin_indexes(run_dir: Path) -> None:
         if isinstance(v, int):
             versions.append(v)
     pin_versions(run_dir / "index", versions)
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def verify_checkpoint(folder: str | Path) -> None:
