@@ -146,7 +146,7 @@ def load_newest_good(run_dir: str | Path, modules: dict[str, nn.Module],
         except CheckpointError as e:
             errors.append(str(e))
             msg = f"checkpoint {folder.name} is damaged ({e}); falling back to an older one"
-            log.warning(msg)
+            log.info(msg)  # and always on stderr, whether or not logging is configured
             print(f"realm: warning: {msg}", file=sys.stderr, flush=True)
             continue
         if errors:
