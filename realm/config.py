@@ -3,11 +3,15 @@
 Each component reads only its own section (``cfg.corpus``, ``cfg.retriever`` ...), never the whole
 run config. Presets live in ``realm/configs/*.yaml`` and may set any subset of keys; command-line
 overrides use dotted paths (``corpus.block_len=128``). Unknown keys are an error, never ignored.
+Every value is checked against :data:`RULES` (ranges and choices per field) when the config is resolved
+(:func:`validate`, called by :func:`load_config` and :func:`load_saved_config`): a bad value raises
+:class:`ConfigError` naming the key and what is allowed (the CLI prints it and exits with code 2).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -213,14 +217,19 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             f = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
         try:
-            return float(value)
+            f = float(value)
         except (TypeError, ValueError):
             raise ConfigError(f"{key}: expected a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}")
+        return f
     if tp is str:
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
@@ -294,7 +303,7 @@ def preset_data(preset: str, _chain: tuple[str, ...] = ()) -> tuple[Path, dict]:
     path = preset_path(preset)
     if str(path) in _chain:
         raise ConfigError(f"{path}: 'base' presets form a cycle ({' -> '.join(_chain)})")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = _read_yaml(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys")
     base = data.pop("base", None)
@@ -312,7 +321,17 @@ def load_config(preset: str = "demo", overrides: list[str] | tuple[str, ...] = (
         raise ConfigError(f"{path}: {e}") from None
     for override in overrides:
         apply_override(cfg, override)
+    validate(cfg)
     return cfg
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -325,4 +344,119 @@ def save_config(cfg: Any, path: str | Path) -> None:
 
 def load_saved_config(path: str | Path, cls: type = RunConfig) -> Any:
     """Read a resolved config written by :func:`save_config` (e.g. from a run folder)."""
-    return from_dict(cls, yaml.safe_load(Path(path).read_text()) or {})
+    try:
+        cfg = from_dict(cls, _read_yaml(Path(path)))
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    if cls is RunConfig:
+        validate(cfg)
+    return cfg
+
+
+# --------------------------------------------------------------------------------------------
+# Validation: one rule per field, checked when a config is resolved
+
+
+def _int(lo: int, hi: int | None = None):
+    allowed = f"an integer >= {lo}" if hi is None else f"an integer in [{lo}, {hi}]"
+    return (lambda v: lo <= v and (hi is None or v <= hi)), allowed
+
+
+def _num(lo: float, hi: float | None = None, lo_open: bool = False, hi_open: bool = False):
+    left, right = ("(" if lo_open else "["), (")" if hi_open else "]")
+    allowed = f"a number in {left}{lo}, {'inf)' if hi is None else f'{hi}{right}'}"
+
+    def ok(v):
+        above = v > lo if lo_open else v >= lo
+        below = hi is None or (v < hi if hi_open else v <= hi)
+        return math.isfinite(v) and above and below
+
+    return ok, allowed
+
+
+def _choice(*options: str):
+    return (lambda v: v in options), "one of " + ", ".join(options)
+
+
+def _csv(*options: str, allow_empty: bool = True):
+    def ok(v):
+        items = [x.strip() for x in v.split(",") if x.strip()]
+        return (allow_empty or bool(items)) and all(x in options for x in items)
+
+    return ok, "a comma-separated subset of " + ", ".join(options)
+
+
+_DEVICE = ((lambda v: v == "cpu" or v == "mps" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())),
+           "cpu, cuda, cuda:N or mps")
+_ENCODER = {"layers": _int(1, 48), "hidden": _int(8, 8192), "heads": _int(1, 128), "intermediate": _int(1),
+            "dropout": _num(0, 1, hi_open=True),
+            "hidden_act": _choice("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh"),
+            "layer_norm_eps": _num(0, 1, lo_open=True), "max_positions": _int(8, 65536)}
+
+RULES: dict[str, tuple] = {
+    "seed": _int(0), "device": _DEVICE, "threads": _int(0, 1024),
+    "world.entities": _int(1, 1_000_000), "world.seed": _int(0), "world.style": _choice("encyclopedia", "people"),
+    "corpus.block_len": _int(8, 8192), "corpus.title_len": _int(0, 512), "corpus.vocab_size": _int(100, 1_000_000),
+    "corpus.min_frequency": _int(1),
+    **{f"retriever.encoder.{k}": r for k, r in _ENCODER.items()},
+    "retriever.proj_dim": _int(1, 8192), "retriever.pooling": _choice("cls", "mean"), "retriever.query_len": _int(4),
+    "index.batch_size": _int(1), "index.backend": _choice("exact", "faiss-flat", "faiss-hnsw"),
+    "index.keep_versions": _int(1),
+    "ict.steps": _int(1), "ict.batch_size": _int(2), "ict.lr": _num(0, 1, lo_open=True), "ict.warmup": _int(0),
+    "ict.remove_prob": _num(0, 1), "ict.log_every": _int(1),
+    "pretrain.steps": _int(1), "pretrain.batch_size": _int(1), "pretrain.lr": _num(0, 1, lo_open=True),
+    "pretrain.warmup": _int(0), "pretrain.top_k": _int(2, 1024), "pretrain.masking": _choice("salient", "uniform", "span"),
+    "pretrain.tagger": _choice("rules", "spacy"), "pretrain.refresh_every": _int(1),
+    "pretrain.refresh_mode": _choice("async", "sync"), "pretrain.stale_factor": _int(1), "pretrain.max_staleness": _int(0),
+    "pretrain.retriever_lr_scale": _num(0, 1000), "pretrain.retriever_freeze_steps": _int(0),
+    "pretrain.checkpoint_every": _int(1), "pretrain.log_every": _int(1), "pretrain.reading_rows": _int(0),
+    "pretrain.counterfactual": _num(0, 1), "pretrain.probe_every": _int(0),
+    "reading.steps": _int(0), "reading.batch_size": _int(1), "reading.lr": _num(0, 1, lo_open=True),
+    "reading.warmup": _int(0), "reading.plain_share": _num(0, 1), "reading.distractor_share": _num(0, 1),
+    "reading.evidence_share": _num(0, 1), "reading.curriculum_start": _num(0, 1), "reading.probe_every": _int(0),
+    "reading.probe_rows": _int(1), "reading.checkpoint_every": _int(0),
+    **{f"reader.encoder.{k}": r for k, r in _ENCODER.items()},
+    "reader.top_k": _int(1, 1024), "reader.max_span_width": _int(1), "reader.span_hidden": _int(1),
+    "reader.span_layer_norm_eps": _num(0, 1, lo_open=True),
+    "finetune.steps": _int(1), "finetune.batch_size": _int(1), "finetune.lr": _num(0, 1, lo_open=True),
+    "finetune.warmup": _int(0), "finetune.log_every": _int(1), "finetune.checkpoint_every": _int(0),
+    "finetune.counterfactual": _num(0, 1),
+    "experiment.systems": _csv("closed_book", "bm25_reader", "ict_reader", "realm", allow_empty=False),
+    "experiment.ablations": _csv("uniform_masks", "span_masks", "stale_index", "no_cf_answers"),
+    "experiment.mlm_steps": _int(0), "experiment.stale_factor": _int(1), "experiment.eval_batch_size": _int(1),
+}
+
+
+def _get(cfg: Any, key: str) -> Any:
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Check every field with a rule in :data:`RULES` and the relations between fields.
+
+    Raises :class:`ConfigError` with one line: the key, the value, and what is allowed."""
+    for key, (ok, allowed) in RULES.items():
+        value = _get(cfg, key)
+        if value is None:
+            continue
+        if not ok(value):
+            raise ConfigError(f"{key}={value!r} is not allowed: expected {allowed}")
+    for enc in ("retriever.encoder", "reader.encoder"):
+        hidden, heads = _get(cfg, f"{enc}.hidden"), _get(cfg, f"{enc}.heads")
+        if hidden % heads:
+            raise ConfigError(f"{enc}.heads={heads} is not allowed: expected a divisor of {enc}.hidden={hidden}")
+    if cfg.reading.plain_share + cfg.reading.distractor_share > 1:
+        raise ConfigError(f"reading.plain_share + reading.distractor_share = "
+                          f"{cfg.reading.plain_share + cfg.reading.distractor_share} is not allowed: expected at most 1")
+    if cfg.retriever.query_len > cfg.retriever.encoder.max_positions:
+        raise ConfigError(f"retriever.query_len={cfg.retriever.query_len} is not allowed: expected at most "
+                          f"retriever.encoder.max_positions={cfg.retriever.encoder.max_positions}")
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device={cfg.device!r} is not allowed: CUDA is not available on this machine "
+                              f"(expected cpu)")
+    return cfg

@@ -6,13 +6,14 @@ is accepted for ``answer``, and a single string for a one-element list.
 
 from __future__ import annotations
 
-import json
 import re
 import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realm.data.errors import InputError, SkipReport, handle
+from realm.data.errors import InputError, SkipReport, check_unicode, handle, parse_json_line, read_lines
+
+MAX_QA_LINE_BYTES = 1 << 20  # one QA record (question + answers) may be at most 1 MiB
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCT = set(string.punctuation)
@@ -63,25 +64,27 @@ def read_qa(path: str | Path, skip: SkipReport | None = None) -> list[QAExample]
         raise InputError(path, None, "no such file")
     out: list[QAExample] = []
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
+        for lineno, raw in read_lines(f, path, MAX_QA_LINE_BYTES):
             try:
+                if isinstance(raw, InputError):
+                    raise raw
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as e:
                     raise InputError(path, lineno, f"not valid UTF-8: byte {e.start}") from None
                 if not line.strip():
                     continue
-                try:
-                    obj = json.loads(line.rstrip("\r\n"))
-                except json.JSONDecodeError as e:
-                    raise InputError(path, lineno, f"malformed JSON: {e.msg} (column {e.colno})") from None
+                obj = parse_json_line(line, path, lineno)
                 if not isinstance(obj, dict):
                     raise InputError(path, lineno, "malformed record: expected a JSON object")
                 q = obj.get("question")
                 if q is None:
                     raise InputError(path, lineno, "missing field 'question'")
-                if not isinstance(q, str) or not q.strip():
+                if not isinstance(q, str):
+                    raise InputError(path, lineno, f"bad question: expected a string, got {type(q).__name__}")
+                if not q.strip():
                     raise InputError(path, lineno, "empty question")
+                check_unicode(q, "question", path, lineno)
                 answers = obj.get("answer", obj.get("answers"))
                 if answers is None:
                     raise InputError(path, lineno, "missing field 'answer' (or 'answers')")
@@ -89,6 +92,8 @@ def read_qa(path: str | Path, skip: SkipReport | None = None) -> list[QAExample]
                     answers = [answers]
                 if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
                     raise InputError(path, lineno, "bad answer: expected a string or a list of strings")
+                for a in answers:
+                    check_unicode(a, "answer", path, lineno)
                 answers = [a for a in answers if a.strip()]
                 if not answers:
                     raise InputError(path, lineno, "empty answer list")

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from realm.data import world_lexicon as L
+from realm.data.errors import InputError
 from realm.data.world_lexicon import Namer, make_title
 from realm.data.world_people import people_facts
 
@@ -478,9 +479,9 @@ def build_questions(seed: int, entities: list, split=(0.8, 0.1, 0.1),
 def generate_world(num_entities: int, seed: int, split=(0.8, 0.1, 0.1),
                    style: str = "encyclopedia") -> World:
     """Generate a world of ``num_entities`` entities, deterministically from ``seed``."""
-    if not isinstance(num_entities, int) or num_entities < MIN_ENTITIES:
-        raise ValueError("num_entities must be an integer >= %d (got %r)"
-                         % (MIN_ENTITIES, num_entities))
+    if isinstance(num_entities, bool) or not isinstance(num_entities, int) or num_entities < MIN_ENTITIES:
+        raise InputError("world", None, "--entities (num_entities) must be an integer >= %d, got %r"
+                         % (MIN_ENTITIES, num_entities))  # an InputError: the CLI prints it and exits with 2
     _style(style)
     if style == "people":
         entities = [Entity(*rec) for rec in people_facts(num_entities, seed)]

@@ -24,6 +24,10 @@ folders; if the version it was pointed at is pruned before it opens it,
 :func:`open_index` re-reads ``LATEST`` and retries.  A reader that already holds a
 memmap keeps valid data after pruning (POSIX unlink semantics).
 
+Integrity: the manifest records the size and sha256 of every data file (``files``); :func:`open_index`
+verifies them (a mismatch raises :class:`IndexCorruptError` naming the file), and a writer verifies a
+new version before it prunes older ones. Versions written before checksums existed load unverified.
+
 dtype: ``"float32"`` is stored as float32.  ``"bfloat16"`` is stored as the raw
 bf16 bit patterns in a ``uint16`` ``.npy`` (half the disk/page cache); use
 :func:`to_float32` to decode, or pass the uint16 array straight to
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -44,17 +49,24 @@ from pathlib import Path
 import numpy as np
 
 import realm
+from realm.data.errors import InputError
 
 FORMAT_VERSION = 1
 EMBEDDINGS_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
+PINNED_FILE = "PINNED"  # versions that resumable checkpoints refer to: never pruned
 _VERSION_RE = re.compile(r"^v(\d{6,})$")
 _STORAGE_DTYPE = {"float32": np.dtype(np.float32), "bfloat16": np.dtype(np.uint16)}
 
 
-class IndexStoreError(ValueError):
-    """Base class: an index folder is missing, corrupt or inconsistent."""
+class IndexStoreError(InputError):
+    """Base class: an index folder is missing, corrupt or inconsistent (the message names the file;
+    an :class:`~realm.data.errors.InputError`, so the CLI reports it in one line with exit code 2)."""
+
+    def __init__(self, message: str):
+        self.path, self.line, self.message = "", None, message
+        ValueError.__init__(self, message)
 
 
 class IndexCorruptError(IndexStoreError):
@@ -80,6 +92,7 @@ class IndexManifest:
     format_version: int = FORMAT_VERSION
     realm_version: str = realm.__version__
     extra: dict = dataclasses.field(default_factory=dict)
+    files: dict = dataclasses.field(default_factory=dict)  # name -> {"size": bytes, "sha256": hex}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -134,11 +147,38 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+fsync_path = _fsync_path  # public: checkpoints are published with the same protocol
+
+
 def _write_synced(path: Path, text: str) -> None:
     with open(path, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
+
+
+def file_record(path: Path) -> dict:
+    """``{"size", "sha256"}`` of one file (read in 1 MiB chunks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return {"size": path.stat().st_size, "sha256": h.hexdigest()}
+
+
+def verify_files(folder: Path, files: dict, error=IndexCorruptError) -> None:
+    """Check every recorded file's size and sha256; raise ``error`` naming the first file that differs."""
+    for name, want in files.items():
+        path = folder / name
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder} is gone")
+        if not path.is_file():
+            raise error(f"{path}: missing (the manifest records it)")
+        size = path.stat().st_size
+        if size != want.get("size"):
+            raise error(f"{path}: {size} bytes, the manifest records {want.get('size')}; the file is damaged")
+        if file_record(path)["sha256"] != want.get("sha256"):
+            raise error(f"{path}: sha256 differs from the manifest's; the file is damaged")
 
 
 def _list_versions(root: Path) -> list[int]:
@@ -183,15 +223,62 @@ class _WriterLock:
         os.close(self.fd)
 
 
+def pinned_versions(root) -> set[int]:
+    try:
+        return {int(x) for x in (Path(root) / PINNED_FILE).read_text().split()}
+    except (OSError, ValueError):
+        return set()
+
+
+def pin_versions(root, versions) -> None:
+    """Protect ``versions`` from pruning (replacing the previous set): a checkpoint resumes with its index."""
+    root = Path(root)
+    with _WriterLock(root):
+        _write_synced(root / (PINNED_FILE + ".tmp"), " ".join(str(int(v)) for v in sorted(set(versions))) + "\n")
+        os.replace(root / (PINNED_FILE + ".tmp"), root / PINNED_FILE)
+
+
 def _prune(root: Path, keep: int) -> None:
     versions = _list_versions(root)
     latest = latest_version(root)
+    pinned = pinned_versions(root)
     for v in versions[: max(0, len(versions) - keep)]:
-        if v == latest:
+        if v == latest or v in pinned:
             continue
-        trash = root / f".trash-{_version_name(v)}-{uuid.uuid4().hex[:8]}"
-        os.rename(root / _version_name(v), trash)  # atomic: readers see all or nothing
-        shutil.rmtree(trash, ignore_errors=True)
+        _discard(root, v)
+
+
+def _discard(root: Path, v: int) -> None:
+    trash = root / f".trash-{_version_name(v)}-{uuid.uuid4().hex[:8]}"
+    os.rename(root / _version_name(v), trash)  # atomic: readers see all or nothing
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def drop_versions_after(root, encoder_step: int) -> int:
+    """Remove versions built from an encoder newer than ``encoder_step`` (and stray temp dirs);
+    ``LATEST`` then names the newest remaining version (or is removed). Returns how many were dropped."""
+    root = Path(root)
+    dropped = 0
+    with _WriterLock(root):
+        for p in root.glob(".tmp-*"):
+            shutil.rmtree(p, ignore_errors=True)
+        for v in _list_versions(root):
+            try:
+                step = json.loads((root / _version_name(v) / MANIFEST_FILE).read_text()).get("encoder_step", 0)
+            except (OSError, ValueError):
+                step = encoder_step + 1  # unreadable: never published completely, or damaged
+            if step > encoder_step:
+                _discard(root, v)
+                dropped += 1
+        if dropped:
+            left = _list_versions(root)
+            if left:
+                _write_synced(root / (LATEST_FILE + ".tmp"), _version_name(left[-1]) + "\n")
+                os.replace(root / (LATEST_FILE + ".tmp"), root / LATEST_FILE)
+            else:
+                (root / LATEST_FILE).unlink(missing_ok=True)
+            _fsync_path(root)
+    return dropped
 
 
 # ----------------------------------------------------------------- writing
@@ -270,12 +357,13 @@ class IndexWriter:
         self._arr.flush()
         self._arr = None  # close the memmap before fsync/rename
         _fsync_path(self._tmp / EMBEDDINGS_FILE)
+        files = {EMBEDDINGS_FILE: file_record(self._tmp / EMBEDDINGS_FILE)}
         with _WriterLock(self.root):
             versions = _list_versions(self.root)
             version = (versions[-1] if versions else 0) + 1
             manifest = IndexManifest(
                 version=version, num_blocks=self.num_blocks, dim=self.dim, dtype=self.dtype,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files,
                 **self.fields)
             _write_synced(self._tmp / MANIFEST_FILE,
                           json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
@@ -288,6 +376,7 @@ class IndexWriter:
             os.replace(latest_tmp, self.root / LATEST_FILE)
             _fsync_path(self.root)
             self.path = final
+            _open_version_dir(final, mmap=True, verify=True)  # older versions go only once this one reads back
             _prune(self.root, self.keep)
 
 
@@ -314,19 +403,28 @@ def write_index_version(root, embeddings, *, corpus_hash: str, dtype: str | None
 
 
 # ----------------------------------------------------------------- reading
-def _open_version_dir(vdir: Path, mmap: bool) -> tuple[np.ndarray, IndexManifest]:
+def _open_version_dir(vdir: Path, mmap: bool, verify: bool = True) -> tuple[np.ndarray, IndexManifest]:
     mpath = vdir / MANIFEST_FILE
     try:
         raw = json.loads(mpath.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise IndexCorruptError(f"manifest {mpath} is not valid JSON: {e}") from e
     if not isinstance(raw, dict):
         raise IndexCorruptError(f"manifest {mpath} is not a JSON object")
-    manifest = IndexManifest.from_dict(raw, where=str(mpath))
+    try:
+        manifest = IndexManifest.from_dict(raw, where=str(mpath))
+    except TypeError as e:
+        raise IndexCorruptError(f"manifest {mpath} has a field of the wrong kind: {e}") from e
+    if not isinstance(manifest.files, dict) or not all(isinstance(v, dict) for v in manifest.files.values()):
+        raise IndexCorruptError(f"manifest {mpath}: 'files' must map file names to {{size, sha256}}")
+    if verify:
+        verify_files(vdir, manifest.files)
     epath = vdir / EMBEDDINGS_FILE
     try:
         arr = np.load(epath, mmap_mode="r" if mmap else None, allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, EOFError, OSError) as e:
+        if isinstance(e, FileNotFoundError):
+            raise
         raise IndexCorruptError(f"cannot read {epath}: {e}") from e
     want_shape = (manifest.num_blocks, manifest.dim)
     if arr.shape != want_shape or arr.dtype != _STORAGE_DTYPE[manifest.dtype]:
@@ -338,14 +436,14 @@ def _open_version_dir(vdir: Path, mmap: bool) -> tuple[np.ndarray, IndexManifest
 
 
 def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | None = None,
-               mmap: bool = True, retries: int = 5) -> tuple[np.ndarray, IndexManifest]:
+               mmap: bool = True, retries: int = 5, verify: bool = True) -> tuple[np.ndarray, IndexManifest]:
     """Open an index root (following ``LATEST``) or one version dir.
 
     Returns ``(embeddings, manifest)``; embeddings is a read-only memmap when ``mmap``
     (uint16 bf16 bits when ``manifest.dtype == "bfloat16"``; see :func:`to_float32`).
     Raises :class:`IndexMismatchError` if the corpus hash or dim differ from the expected
     ones, :class:`IndexCorruptError` for a bad manifest/array, FileNotFoundError if
-    nothing is there.
+    nothing is there. ``verify`` checks the recorded sizes and sha256 sums first (reads every byte).
     """
     path = Path(path)
     is_root = (path / LATEST_FILE).exists() or not (path / MANIFEST_FILE).exists()
@@ -359,7 +457,7 @@ def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | No
         else:
             vdir = path
         try:
-            arr, manifest = _open_version_dir(vdir, mmap)
+            arr, manifest = _open_version_dir(vdir, mmap, verify)
             break
         except FileNotFoundError as e:
             # pruned between reading LATEST and opening it: LATEST has moved on, retry

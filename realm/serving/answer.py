@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from realm.data.qa import QAExample
+from realm.index.store import IndexCorruptError
 from realm.serving.formatting import format_answer, highlight  # noqa: F401 - re-exported (realm ask, tests)
 from realm.serving.qa_run import IndexedCorpus, current_version, read_run_info
 
@@ -68,6 +69,7 @@ class Answerer:
         self.retriever = Retriever.load(self.run_dir / "retriever", map_location=self.device).eval()
         self.reader = SpanReader.load(self.run_dir / "reader", map_location=self.device).eval()
         self._corpus = self._load_corpus()
+        self.problem: str | None = None  # why the newest index is not served (for /health); None when all is well
         self._reload_lock = threading.Lock()  # one reload at a time (the swap itself is one assignment)
         self._stats_lock = threading.Lock()
         self._latencies: deque[float] = deque(maxlen=latency_window)
@@ -84,9 +86,13 @@ class Answerer:
 
     # ------------------------------------------------------------------ loading
     def _load_corpus(self) -> IndexedCorpus:
-        corpus = IndexedCorpus.load(self.run_dir)
+        corpus = IndexedCorpus.load(self.run_dir)  # checksums verified; paths confined to the run folder
         store = corpus.store
         _ = store.docs, store.tokenizer  # load lazily-read parts now, not on the first request
+        bad = int((~np.isfinite(corpus.embeddings)).sum())
+        if bad:  # a diverged encoder writes NaN with valid checksums: refuse rather than answer from it
+            raise IndexCorruptError(f"{self.run_dir / 'index' / f'v{corpus.manifest.version:06d}' / 'embeddings.npy'}: "
+                                    f"{bad} non-finite values; this index cannot be served")
         if corpus.embeddings.shape[1] != self.retriever.query.dense.out_features:
             raise ValueError(f"{self.run_dir}: index v{corpus.manifest.version} has dim {corpus.embeddings.shape[1]}, "
                              f"the query encoder {self.retriever.query.dense.out_features}")
@@ -110,7 +116,12 @@ class Answerer:
             latest = current_version(self.run_dir)
             if latest is None or latest == self._corpus.manifest.version:
                 return False
-            new = self._load_corpus()
+            try:
+                new = self._load_corpus()
+            except Exception as e:
+                self.problem = f"index v{latest} could not be loaded, still serving v{self.index_version}: {e}"
+                raise
+            self.problem = None
             if new.manifest.version == self._corpus.manifest.version:
                 return False  # LATEST moved back between the two reads
             old = self._corpus

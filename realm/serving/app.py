@@ -13,18 +13,32 @@ Every bad request gets a 4xx with a JSON body ``{"error": "<one readable sentenc
 empty/whitespace or over-long question, ``k`` missing its bounds or not an integer, unknown fields,
 a non-JSON content type (415), malformed JSON (400), a body over ``max_body_bytes`` (413). The models
 are loaded once, when the app is created; requests are answered by the :class:`Answerer`'s single
-worker thread (batched under load), so concurrent requests are safe. Bind to 127.0.0.1 (the default of
-``realm serve``): ``/admin/reload`` has no authentication.
+worker thread (batched under load), so concurrent requests are safe.
+
+Security: ``/admin/*`` needs ``Authorization: Bearer <token>``; the token is ``$REALM_ADMIN_TOKEN`` or, if
+that is unset, generated at start and printed once to stderr. Requests whose ``Origin`` is not this server
+(or that a browser marks ``Sec-Fetch-Site: cross-site``) are refused with 403, so a web page on another site
+cannot trigger them. Every file the service reads lies inside the run folder (an index manifest naming a
+corpus elsewhere is refused), and each index version, corpus and checkpoint is verified against its sha256
+manifest before it is served. ``/health`` answers 503 ``degraded`` when the newest index could not be loaded.
+Slow clients: a request body must arrive within ``body_timeout`` seconds (else 408); header deadlines and
+the connection cap are in :mod:`realm.serving.limits`.
 """
 
 # no `from __future__ import annotations`: FastAPI must see the request model built in create_app
+import asyncio
+import json
 import logging
+import os
+import secrets
+import sys
 import time
+import unicodedata
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -79,9 +93,10 @@ class ErrorBody(BaseModel):
 
 
 class Health(BaseModel):
-    status: str
+    status: str = Field(description="ok, or degraded when the newest index version could not be loaded")
     index_version: int
     uptime_s: float
+    problem: str | None = Field(default=None, description="why the service is degraded (names the file)")
 
 
 class Reloaded(BaseModel):
@@ -110,11 +125,38 @@ def _request_model(max_question_chars: int, max_k: int, default_k: int) -> type[
         @field_validator("question")
         @classmethod
         def _not_blank(cls, v: str) -> str:
-            if not v.strip():
+            if not _visible(v):
                 raise ValueError("question is empty or only whitespace")
             return v
 
     return AskRequest
+
+
+def _visible(text: str) -> bool:
+    """True if ``text`` has a character that is not whitespace or invisible (zero-width and other format characters)."""
+    return any(not ch.isspace() and unicodedata.category(ch) not in ("Cf", "Cs", "Zs", "Zl", "Zp")
+               for ch in text)
+
+
+ADMIN_TOKEN_ENV = "REALM_ADMIN_TOKEN"
+
+
+def _admin_token(token: str | None) -> str:
+    token = token or os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+    if token:
+        return token
+    return secrets.token_urlsafe(24)  # `realm serve` prints it at start
+
+
+def _cross_origin(request: Request) -> bool:
+    """True for a request a browser sent on behalf of another site."""
+    if request.headers.get("sec-fetch-site", "") == "cross-site":
+        return True
+    origin = request.headers.get("origin")
+    if origin is None:
+        return False
+    host = request.headers.get("host", "")
+    return origin.lower() not in (f"http://{host}".lower(), f"https://{host}".lower())
 
 
 # ---------------------------------------------------------------------------------- errors
@@ -152,8 +194,8 @@ class BodyGuard:
     without being buffered whole.
     """
 
-    def __init__(self, app, limit: int, json_paths: tuple[str, ...]):
-        self.app, self.limit, self.json_paths = app, limit, json_paths
+    def __init__(self, app, limit: int, json_paths: tuple[str, ...], body_timeout: float = 10.0):
+        self.app, self.limit, self.json_paths, self.body_timeout = app, limit, json_paths, body_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -174,8 +216,13 @@ class BodyGuard:
             if too_big:
                 return await self._too_big(scope, receive, send)
         chunks, size = [], 0
+        deadline = time.monotonic() + self.body_timeout
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                return await _error(408, f"request body not received within {self.body_timeout:g} s",
+                                    headers={"Connection": "close"})(scope, receive, send)
             if message["type"] == "http.disconnect":
                 return
             body = message.get("body", b"")
@@ -185,6 +232,13 @@ class BodyGuard:
             chunks.append(body)
             if not message.get("more_body", False):
                 break
+        if scope["path"] in self.json_paths:
+            try:
+                json.loads(b"".join(chunks))
+            except RecursionError:
+                return await _error(400, "malformed JSON in the request body: nested too deeply")(scope, receive, send)
+            except ValueError:
+                pass  # FastAPI reports these with the position of the error
         sent = False
 
         async def replay():
@@ -204,7 +258,8 @@ class BodyGuard:
 # ---------------------------------------------------------------------------------- the app
 def create_app(run_dir: str | Path | None = None, *, answerer: Answerer | None = None, max_question_chars: int = 500,
                max_k: int = 20, max_body_bytes: int | None = None, watch: bool = True, watch_interval: float = 1.0,
-               device: str = "cpu", max_batch: int = 16) -> FastAPI:
+               device: str = "cpu", max_batch: int = 16, admin_token: str | None = None,
+               body_timeout: float = 10.0) -> FastAPI:
     """The service for ``run_dir`` (models are loaded here, once), or around an existing ``answerer``.
 
     ``max_k`` caps the ``k`` a request may ask for (and must not exceed the answerer's own ``max_k``).
@@ -247,7 +302,17 @@ def create_app(run_dir: str | Path | None = None, *, answerer: Answerer | None =
     app.state.answerer = answerer
     app.state.limits = {"max_question_chars": max_question_chars, "max_k": max_k, "default_k": default_k,
                         "max_body_bytes": limit}
-    app.add_middleware(BodyGuard, limit=limit, json_paths=("/ask",))
+    app.state.admin_token = _admin_token(admin_token)
+    app.add_middleware(BodyGuard, limit=limit, json_paths=("/ask",), body_timeout=body_timeout)
+
+    def admin_only(request: Request) -> None:
+        if _cross_origin(request):
+            raise HTTPException(403, "cross-origin requests to /admin are refused")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not secrets.compare_digest(given.strip().encode(),
+                                                                    app.state.admin_token.encode()):
+            raise HTTPException(401, f"/admin needs 'Authorization: Bearer <token>' (the token is ${ADMIN_TOKEN_ENV}, "
+                                     "or printed by the server at start)", headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -271,16 +336,23 @@ def create_app(run_dir: str | Path | None = None, *, answerer: Answerer | None =
         """Retrieve the top-k blocks, read them, return the best answer span and the evidence."""
         return answerer.ask(req.question, req.k if req.k is not None else default_k)
 
-    @app.get("/health", response_model=Health, summary="Liveness and the served index version")
-    def health() -> dict:
-        return {"status": "ok", "index_version": answerer.index_version,
-                "uptime_s": round(time.time() - started, 1)}
+    @app.get("/health", response_model=Health, summary="Liveness and the served index version",
+             responses={503: {"model": Health, "description": "degraded: the newest index could not be loaded"}})
+    def health():
+        body = {"status": "ok", "index_version": answerer.index_version, "uptime_s": round(time.time() - started, 1)}
+        problem = getattr(answerer, "problem", None)
+        if problem:
+            return JSONResponse({**body, "status": "degraded", "problem": problem}, status_code=503)
+        return body
 
     @app.get("/stats", summary="Index version, corpus size, requests served, latency percentiles (ms)")
     def stats() -> dict:
         return {**answerer.stats(), "limits": app.state.limits}
 
-    @app.post("/admin/reload", response_model=Reloaded, summary="Serve the newest index version now")
+    @app.post("/admin/reload", response_model=Reloaded, summary="Serve the newest index version now",
+              dependencies=[Depends(admin_only)],
+              responses={401: {"model": ErrorBody, "description": "missing or wrong admin token"},
+                         403: {"model": ErrorBody, "description": "cross-origin request"}})
     def reload() -> dict:
         try:
             swapped = answerer.reload()
@@ -321,5 +393,12 @@ def serve(run_dir: str | Path, host: str = DEFAULT_HOST, port: int = DEFAULT_POR
     """Run the service with uvicorn (blocking)."""
     import uvicorn
 
-    app = create_app(run_dir, max_question_chars=max_question_chars, max_k=max_k, watch=watch, device=device)
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    from realm.serving import limits
+
+    app = create_app(run_dir, max_question_chars=max_question_chars, max_k=max_k, watch=watch, device=device,
+                     body_timeout=limits.BODY_TIMEOUT_S)
+    print(f"realm: admin token: {app.state.admin_token}" if not os.environ.get(ADMIN_TOKEN_ENV) else
+          f"realm: admin token from ${ADMIN_TOKEN_ENV}", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, http=limits.limited_protocol(),
+                timeout_keep_alive=limits.KEEP_ALIVE_S, limit_concurrency=limits.MAX_CONNECTIONS - 16,
+                h11_max_incomplete_event_size=limits.MAX_HEADER_BYTES)

@@ -80,8 +80,8 @@ def cmd_serve(args) -> int:
 
     _threads(args.threads)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"realm: warning: binding {args.host}: /admin/reload has no authentication; put the service behind "
-              f"a proxy that blocks /admin/*", file=sys.stderr)
+        print(f"realm: warning: binding {args.host}: the service is reachable from other machines; /admin/reload "
+              f"needs the admin token ($REALM_ADMIN_TOKEN), but there is no TLS", file=sys.stderr)
     serve(args.run_dir, host=args.host, port=args.port, max_question_chars=args.max_question_chars, max_k=args.max_k,
           watch=not args.no_watch, device=args.device, log_level=args.log_level)
     return 0

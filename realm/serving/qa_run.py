@@ -26,10 +26,13 @@ from pathlib import Path
 import numpy as np
 
 from realm.data.blocks import BlockStore
-from realm.index.store import IndexManifest, latest_version, open_index, to_float32
+from realm.data.errors import InputError
+from realm.index.store import (IndexCorruptError, IndexManifest, file_record, latest_version, open_index, to_float32,
+                               verify_files)
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
+CORPUS_FILES = "files.json"  # in each RUN/corpora/<hash>/: size and sha256 of its files, verified at load
 
 
 def export_qa_run(out: str | Path, retriever, reader, store: BlockStore, top_k: int = 5, source: str = "",
@@ -59,6 +62,8 @@ def add_corpus_version(run: str | Path, store: BlockStore, retriever=None, batch
         tmp = dest.with_name(dest.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.copytree(store.folder, tmp)
+        records = {p.relative_to(tmp).as_posix(): file_record(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / CORPUS_FILES).write_text(json.dumps(records, indent=1))
         tmp.rename(dest)
     # the corpus pointer is part of the manifest published atomically with the embeddings
     return build_index(retriever.doc, BlockStore(dest), run / "index", encoder=str(run / "retriever"), encoder_step=0,
@@ -83,10 +88,31 @@ class IndexedCorpus:
         corpus_dir = manifest.extra.get("corpus_dir")
         if not corpus_dir:
             raise ValueError(f"{root}: index v{manifest.version} does not name its corpus (extra.corpus_dir)")
-        store = BlockStore(run / corpus_dir)
+        if not isinstance(corpus_dir, str) or not _inside(run, run / corpus_dir):
+            raise IndexCorruptError(f"{root}: index v{manifest.version} names corpus_dir {corpus_dir!r}, which is "
+                                    f"not a folder inside the run folder {run}")
+        folder = run / corpus_dir
+        try:
+            if (folder / CORPUS_FILES).exists():
+                verify_files(folder, json.loads((folder / CORPUS_FILES).read_text()))
+            store = BlockStore(folder)
+            _ = store.docs, store.tokenizer, store.corpus_hash  # read the lazily-read parts now
+        except IndexCorruptError:
+            raise
+        except (OSError, ValueError, KeyError, TypeError, EOFError, RecursionError) as e:
+            raise IndexCorruptError(f"{folder}: damaged corpus folder ({type(e).__name__}: {e})") from None
         if store.corpus_hash != manifest.corpus_hash:
             raise ValueError(f"{run / corpus_dir}: corpus hash {store.corpus_hash} != index's {manifest.corpus_hash}")
         return cls(store, np.array(to_float32(emb, manifest), dtype=np.float32), manifest)
+
+
+def _inside(run: Path, path: Path) -> bool:
+    """True if ``path`` (symlinks resolved) lies inside ``run``: every file the service reads must."""
+    try:
+        path.resolve().relative_to(run.resolve())
+    except ValueError:
+        return False
+    return path.resolve() != run.resolve()
 
 
 def read_run_info(run: str | Path) -> dict:
@@ -94,7 +120,12 @@ def read_run_info(run: str | Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{run}: not a realm QA run folder (no {RUN_FILE}); "
                                 f"`realm experiment`/`realm demo` write one to OUT/model")
-    info = json.loads(path.read_text())
+    try:
+        info = json.loads(path.read_text())
+    except (ValueError, RecursionError) as e:
+        raise InputError(path, None, f"not valid JSON ({type(e).__name__}: {e})") from None
+    if not isinstance(info, dict):
+        raise InputError(path, None, "not a JSON object")
     if info.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {info.get('format_version')}, expected {FORMAT_VERSION}")
     return info

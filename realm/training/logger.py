@@ -1,9 +1,13 @@
 """One metric logger, several sinks: a JSONL file on disk (that tests and plots read back) and
-a tqdm progress bar. Keys are namespaced (``loss/mlm``, ``index/version``, ``perf/tokens_per_s``)."""
+a tqdm progress bar. Keys are namespaced (``loss/mlm``, ``index/version``, ``perf/tokens_per_s``).
+
+On resume at ``start_step`` the file is first cut back to the rows of steps ``<= start_step`` (rows a
+killed run logged after its last checkpoint, and a torn last line, would otherwise be duplicated)."""
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,6 +19,8 @@ class MetricLogger:
                  bar_keys: tuple[str, ...] = ()):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _truncate_after(self.path, start_step)
         self._f = open(self.path, "a", encoding="utf-8")
         self.bar = tqdm(total=total_steps, initial=start_step, desc=desc, unit="step", disable=not progress,
                         dynamic_ncols=True)
@@ -39,6 +45,26 @@ class MetricLogger:
 def read_metrics(path: str | Path) -> list[dict]:
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def _truncate_after(path: Path, step: int) -> None:
+    """Keep only whole rows with ``row["step"] <= step`` (rewritten atomically)."""
+    kept, changed = [], False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            try:
+                row = json.loads(line)
+                keep = line.endswith("\n") and isinstance(row, dict) and row.get("step", 0) <= step
+            except (ValueError, RecursionError):
+                keep = False
+            if keep:
+                kept.append(line)
+            else:
+                changed = changed or bool(line.strip())
+    if changed:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept), encoding="utf-8")
+        os.replace(tmp, path)
 
 
 def _plain(v):

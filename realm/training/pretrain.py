@@ -40,7 +40,7 @@ from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contain
 from realm.training.optim import make_optimizer, unique_parameters
 from realm.training.reading import ReadingData, rows_step
 from realm.training.run import begin_step, resume, start_run
-from realm.training.refresh import IndexBuilderProcess, IndexFollower, export_snapshot
+from realm.training.refresh import IndexBuilderProcess, IndexFollower, discard_future, export_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +104,7 @@ def _wait_for_fresher_index(follower: IndexFollower, builder: IndexBuilderProces
     """Bounded staleness: block until the builder publishes an index at most ``max_staleness`` behind."""
     t0, swapped = time.time(), False
     while follower.staleness(step) > max_staleness:
-        if not builder.alive():
-            raise RuntimeError("index builder exited while the trainer waited for it")
+        builder.ensure_alive()  # a crashed builder is restarted (bounded), then raises
         if time.time() - t0 > timeout_s:
             raise TimeoutError(f"no fresh index after {timeout_s:.0f} s")
         swapped = follower.poll() or swapped
@@ -145,6 +144,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                          scaled={"retriever": (list(retriever.parameters()), pc.retriever_lr_scale)})
     modules = {"retriever": retriever, "encoder": encoder}
     start, state = resume(run_dir, modules, opt, "pretraining")
+    discard_future(run_dir, start if state else -1)  # what a killed run made after its last checkpoint
     ic = cfg.index
     interval = max(1, pc.refresh_every * pc.stale_factor)
     if pc.refresh_mode not in ("async", "sync"):
@@ -249,8 +249,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                                 progress=False)
                     follower.load()
                 else:
-                    if not builder.alive():
-                        raise RuntimeError(f"index builder exited; see {run_dir / 'index-builder.log'}")
+                    builder.ensure_alive()
                     export_snapshot(retriever, run_dir, done)
             if done % pc.checkpoint_every == 0 or done == pc.steps:
                 save_checkpoint(run_dir, done, modules, opt, {"index_version": follower.version})

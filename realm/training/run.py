@@ -11,7 +11,7 @@ import torch
 
 from realm.config import RunConfig, save_config
 from realm.models.inputs import Specials
-from realm.training.checkpoint import latest_checkpoint, load_checkpoint, step_generator
+from realm.training.checkpoint import load_newest_good, step_generator
 from realm.training.optim import lr_at, set_lr
 
 log = logging.getLogger(__name__)
@@ -36,10 +36,9 @@ def start_run(cfg: RunConfig, store, run_dir: str | Path) -> RunSetup:
 
 def resume(run_dir: Path, modules: dict, optimizer, what: str) -> tuple[int, dict]:
     """(first step, saved state) from the run's newest checkpoint, or (0, {}) for a fresh run."""
-    ckpt = latest_checkpoint(run_dir)
+    ckpt, state = load_newest_good(run_dir, modules, optimizer)  # verified; damaged ones are skipped, loudly
     if ckpt is None:
         return 0, {}
-    state = load_checkpoint(ckpt, modules, optimizer)
     log.info("resumed %s from %s (step %d)", what, ckpt, state["step"])
     return state["step"], state
 

@@ -173,7 +173,8 @@ def test_reload_endpoint_and_watcher(tmp_path):
     run = build_run(tmp_path / "r")
     app = create_app(run, max_k=MAX_K, watch=True, watch_interval=0.1)
     with TestClient(app, raise_server_exceptions=False) as c:
-        assert c.post("/admin/reload").json() == {"reloaded": False, "index_version": 1,
+        admin = {"Authorization": f"Bearer {app.state.admin_token}"}
+        assert c.post("/admin/reload", headers=admin).json() == {"reloaded": False, "index_version": 1,
                                                   "corpus_hash": app.state.answerer.corpus.store.corpus_hash}
         # the LATEST watcher
         add_corpus_version(run, corpus_subset(run, tmp_path / "a", keep=10), progress=False, bf16=False)
@@ -191,7 +192,7 @@ def test_reload_endpoint_and_watcher(tmp_path):
         assert c.get("/health").json()["index_version"] == 2
         time.sleep(0.3)
         assert c.get("/health").json()["index_version"] == 2  # not watching
-        r = c.post("/admin/reload").json()
+        r = c.post("/admin/reload", headers={"Authorization": f"Bearer {app.state.admin_token}"}).json()
         assert r == {"reloaded": True, "index_version": 3, "corpus_hash": sub.corpus_hash}
         assert c.post("/ask", json={"question": "q"}).json()["corpus_hash"] == sub.corpus_hash
 
