@@ -85,6 +85,7 @@ class ICTConfig:
     warmup: int = 30
     remove_prob: float = 0.9  # probability that the query sentence is removed from its block
     log_every: int = 20
+    checkpoint_every: int = 100  # 0 = only at the end
 
 
 @dataclass
@@ -403,7 +404,7 @@ RULES: dict[str, tuple] = {
     "index.batch_size": _int(1), "index.backend": _choice("exact", "faiss-flat", "faiss-hnsw"),
     "index.keep_versions": _int(1),
     "ict.steps": _int(1), "ict.batch_size": _int(2), "ict.lr": _num(0, 1, lo_open=True), "ict.warmup": _int(0),
-    "ict.remove_prob": _num(0, 1), "ict.log_every": _int(1),
+    "ict.remove_prob": _num(0, 1), "ict.log_every": _int(1), "ict.checkpoint_every": _int(0),
     "pretrain.steps": _int(1), "pretrain.batch_size": _int(1), "pretrain.lr": _num(0, 1, lo_open=True),
     "pretrain.warmup": _int(0), "pretrain.top_k": _int(2, 1024), "pretrain.masking": _choice("salient", "uniform", "span"),
     "pretrain.tagger": _choice("rules", "spacy"), "pretrain.refresh_every": _int(1),

@@ -11,7 +11,8 @@ import string
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from realm.data.errors import InputError, SkipReport, check_unicode, handle, parse_json_line, read_lines
+from realm.data.errors import InputError, SkipReport, check_unicode, handle, parse_json_line
+from realm.data.jsonl import jsonl_lines
 
 MAX_QA_LINE_BYTES = 1 << 20  # one QA record (question + answers) may be at most 1 MiB
 
@@ -60,45 +61,36 @@ def has_answer(text: str, answers: list[str] | tuple[str, ...]) -> bool:
 def read_qa(path: str | Path, skip: SkipReport | None = None) -> list[QAExample]:
     """Read an NQ-open JSONL file; bad lines raise :class:`InputError` (or are counted in ``skip``)."""
     path = Path(path)
-    if not path.exists():
-        raise InputError(path, None, "no such file")
     out: list[QAExample] = []
-    with open(path, "rb") as f:
-        for lineno, raw in read_lines(f, path, MAX_QA_LINE_BYTES):
-            try:
-                if isinstance(raw, InputError):
-                    raise raw
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise InputError(path, lineno, f"not valid UTF-8: byte {e.start}") from None
-                if not line.strip():
-                    continue
-                obj = parse_json_line(line, path, lineno)
-                if not isinstance(obj, dict):
-                    raise InputError(path, lineno, "malformed record: expected a JSON object")
-                q = obj.get("question")
-                if q is None:
-                    raise InputError(path, lineno, "missing field 'question'")
-                if not isinstance(q, str):
-                    raise InputError(path, lineno, f"bad question: expected a string, got {type(q).__name__}")
-                if not q.strip():
-                    raise InputError(path, lineno, "empty question")
-                check_unicode(q, "question", path, lineno)
-                answers = obj.get("answer", obj.get("answers"))
-                if answers is None:
-                    raise InputError(path, lineno, "missing field 'answer' (or 'answers')")
-                if isinstance(answers, str):
-                    answers = [answers]
-                if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
-                    raise InputError(path, lineno, "bad answer: expected a string or a list of strings")
-                for a in answers:
-                    check_unicode(a, "answer", path, lineno)
-                answers = [a for a in answers if a.strip()]
-                if not answers:
-                    raise InputError(path, lineno, "empty answer list")
-                extra = {k: v for k, v in obj.items() if k not in ("question", "answer", "answers")}
-                out.append(QAExample(q.strip(), tuple(answers), f"{path}:{lineno}", extra))
-            except InputError as e:
-                handle(e, skip)
+    for lineno, line in jsonl_lines(path, MAX_QA_LINE_BYTES):
+        try:
+            if isinstance(line, InputError):
+                raise line
+            obj = parse_json_line(line, path, lineno)
+            if not isinstance(obj, dict):
+                raise InputError(path, lineno, "malformed record: expected a JSON object")
+            q = obj.get("question")
+            if q is None:
+                raise InputError(path, lineno, "missing field 'question'")
+            if not isinstance(q, str):
+                raise InputError(path, lineno, f"bad question: expected a string, got {type(q).__name__}")
+            if not q.strip():
+                raise InputError(path, lineno, "empty question")
+            check_unicode(q, "question", path, lineno)
+            answers = obj.get("answer", obj.get("answers"))
+            if answers is None:
+                raise InputError(path, lineno, "missing field 'answer' (or 'answers')")
+            if isinstance(answers, str):
+                answers = [answers]
+            if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+                raise InputError(path, lineno, "bad answer: expected a string or a list of strings")
+            for a in answers:
+                check_unicode(a, "answer", path, lineno)
+            answers = [a for a in answers if a.strip()]
+            if not answers:
+                raise InputError(path, lineno, "empty answer list")
+            extra = {k: v for k, v in obj.items() if k not in ("question", "answer", "answers")}
+            out.append(QAExample(q.strip(), tuple(answers), f"{path}:{lineno}", extra))
+        except InputError as e:
+            handle(e, skip)
     return out

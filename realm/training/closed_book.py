@@ -38,7 +38,7 @@ from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, masked_targets
-from realm.training.optim import make_optimizer
+from realm.training.optim import due, make_optimizer, optimizer_step
 from realm.training.run import begin_step, resume, start_run
 
 log = logging.getLogger(__name__)
@@ -109,17 +109,14 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, pc.lr, pc.warmup, pc.steps)
             loss, acc, tokens = mlm_step(encoder, pool.sample(rng, pc.batch_size), sp, query_len, device, pc.bf16)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            opt.step()
+            grad_norm = optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
             done = step + 1
             logger.log(done, {"loss/mlm": loss.item(), "acc/masked": acc.item(), "lr": lr,
                               "grad_norm": float(grad_norm), "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
                               "perf/tflops": flops_tok * tokens / dt / 1e12})
             logger.advance()
-            if (pc.checkpoint_every and done % pc.checkpoint_every == 0) or done == pc.steps:
+            if due(done, pc.checkpoint_every, pc.steps):
                 save_checkpoint(run_dir, done, modules, opt)
     finally:
         logger.close()
@@ -241,10 +238,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
             with autocast(device, bf16):
                 logits = encoder.masked_logits(inputs, positions.to(device))  # [B, A, V]
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            opt.step()
+            optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
             with torch.no_grad():
                 pred = logits.argmax(-1)
@@ -255,7 +249,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
                               "lr": lr, "perf/step_s": dt,
                               "perf/tokens_per_s": int(inputs["attention_mask"].sum()) / dt})
             logger.advance()
-            if (checkpoint_every and done % checkpoint_every == 0) or done == ft.steps:
+            if due(done, checkpoint_every, ft.steps):
                 save_checkpoint(run_dir, done, modules, opt, {"answer_slots": slots})
     finally:
         logger.close()

@@ -39,7 +39,7 @@ from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import AnswerBank, substitute
 from realm.training.logger import MetricLogger
 from realm.training.losses import reader_loss
-from realm.training.optim import make_optimizer, unique_parameters
+from realm.training.optim import make_optimizer, optimizer_step, unique_parameters
 from realm.training.run import begin_step, resume, start_run
 
 log = logging.getLogger(__name__)
@@ -176,10 +176,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
                                  for b in ids[r]] for r, i in enumerate(batch)], device=device)
         loss, stats = reader_loss(out.span_logits.view(bsz, k, -1), out.valid.view(bsz, k, -1),
                                   correct.to(device).view(bsz, k, -1), ret_logits, has_ans)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        grad_norm = optimizer_step(opt, loss, params)
         dt = time.time() - t0
         tokens = int(inputs["attention_mask"].sum()) + sum(len(q) + 2 for q in q_ids)
         no_span, no_block = int(stats["num_no_correct_span"]), int(stats["num_no_answer_block"])
@@ -188,7 +185,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         totals["no_answer_block"] += no_block
         last = {"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
                 "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
-                "train/recall": 1.0 - no_block / bsz, "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
+                "grad_norm": grad_norm, "train/recall": 1.0 - no_block / bsz, "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
                 "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
         logger.log(step + 1, last)
         logger.advance()

@@ -23,7 +23,7 @@ from realm.models.retriever import Retriever
 from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.losses import ict_accuracy, ict_loss
-from realm.training.optim import make_optimizer
+from realm.training.optim import due, make_optimizer, optimizer_step
 from realm.training.run import begin_step, resume, start_run
 
 log = logging.getLogger(__name__)
@@ -75,27 +75,26 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
     logger = MetricLogger(run_dir / "metrics.jsonl", cfg.ict.steps, "ICT", start, progress,
                           bar_keys=("loss/ict", "acc/ict", "perf/tokens_per_s"))
     # ---- train
-    for step in range(start, cfg.ict.steps):
-        t0 = time.time()
-        lr, rng = begin_step(opt, step, cfg.seed, cfg.ict.lr, cfg.ict.warmup, cfg.ict.steps)
-        queries, titles, bodies, _ = sampler.sample(rng, cfg.ict.batch_size)
-        q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
-        d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
-        q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
-        loss = ict_loss(q, d)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(retriever.parameters(), 1.0)
-        opt.step()
-        dt = time.time() - t0
-        tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum())
-        logger.log(step + 1, {"loss/ict": loss.item(), "acc/ict": ict_accuracy(q, d).item(), "lr": lr,
-                              "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
-                              "perf/tflops": flops_tok * tokens / dt / 1e12})
-        logger.advance()
-    logger.close()
+    try:
+        for step in range(start, cfg.ict.steps):
+            t0 = time.time()
+            lr, rng = begin_step(opt, step, cfg.seed, cfg.ict.lr, cfg.ict.warmup, cfg.ict.steps)
+            queries, titles, bodies, _ = sampler.sample(rng, cfg.ict.batch_size)
+            q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
+            d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
+            q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
+            loss = ict_loss(q, d)
+            grad_norm = optimizer_step(opt, loss, retriever.parameters())
+            dt = time.time() - t0
+            tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum())
+            logger.log(step + 1, {"loss/ict": loss.item(), "acc/ict": ict_accuracy(q, d).item(), "lr": lr,
+                                  "grad_norm": grad_norm, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
+                                  "perf/tflops": flops_tok * tokens / dt / 1e12})
+            logger.advance()
+            if due(step + 1, cfg.ict.checkpoint_every, cfg.ict.steps):  # mid-run too: ICT resumes like every recipe
+                save_checkpoint(run_dir, step + 1, {"retriever": retriever}, opt)
+    finally:
+        logger.close()
     # ---- save
-    if cfg.ict.steps > start:
-        save_checkpoint(run_dir, cfg.ict.steps, {"retriever": retriever}, opt)
     retriever.save(run_dir / "retriever")
     return retriever

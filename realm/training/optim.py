@@ -53,3 +53,21 @@ def unique_parameters(*modules: nn.Module):
                 seen.add(id(p))
                 out.append(p)
     return out
+
+
+def optimizer_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, max_norm: float = 1.0) -> float:
+    """The one training step of every recipe: zero_grad -> backward -> clip the global gradient norm -> step.
+
+    Returns the gradient norm before clipping.
+    """
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+    optimizer.step()
+    return float(norm)
+
+
+def due(step: int, every: int, total: int) -> bool:
+    """Is a periodic action (checkpoint, probe) due after ``step`` steps?  Every ``every`` steps
+    (0 = never periodically) and always after the last step."""
+    return step == total or (every > 0 and step % every == 0)

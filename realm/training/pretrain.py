@@ -37,7 +37,7 @@ from realm.training.logger import MetricLogger
 from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
 from realm.training.counterfactual import substitute
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span, masked_targets
-from realm.training.optim import make_optimizer, unique_parameters
+from realm.training.optim import due, make_optimizer, optimizer_step, unique_parameters
 from realm.training.reading import ReadingData, rows_step
 from realm.training.run import begin_step, resume, start_run
 from realm.training.refresh import IndexBuilderProcess, IndexFollower, discard_future, export_snapshot
@@ -225,10 +225,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 loss = loss + pc.reading_rows / pc.batch_size * read_loss
                 tokens += read_tokens
                 read_stats = {f"reading/{k}": v for k, v in read_stats.items()} | {"reading/loss": read_loss.item()}
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(unique_parameters(retriever, encoder), 1.0)
-            opt.step()
+            grad_norm = optimizer_step(opt, loss, unique_parameters(retriever, encoder))
             dt = time.time() - t0
             done = step + 1
             logger.log(done, {
@@ -251,7 +248,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 else:
                     builder.ensure_alive()
                     export_snapshot(retriever, run_dir, done)
-            if done % pc.checkpoint_every == 0 or done == pc.steps:
+            if due(done, pc.checkpoint_every, pc.steps):
                 save_checkpoint(run_dir, done, modules, opt, {"index_version": follower.version})
     finally:
         logger.close()

@@ -33,7 +33,7 @@ from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, draw_kinds, make_rows
 from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedSentencePool, masked_targets
-from realm.training.optim import make_optimizer
+from realm.training.optim import due, make_optimizer, optimizer_step
 from realm.training.reading_probe import ReadingProbe
 from realm.training.run import begin_step, resume, start_run
 
@@ -111,20 +111,17 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
             rows = data.rows(rng, rc.batch_size, rc.plain_share, rc.evidence_share if step >= curriculum else 0.0,
                              rc.distractor_share)
             loss, stats, tokens = rows_step(encoder, rows, sp, query_len, device, rc.bf16)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(encoder.parameters(), 1.0)
-            opt.step()
+            grad_norm = optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
             done = step + 1
             metrics = {"loss/mlm": loss.item(), **stats, "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
                        "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12}
-            if done == rc.steps or (rc.probe_every and done % rc.probe_every == 0):
+            if due(done, rc.probe_every, rc.steps):
                 last_probe = data.probe.measure(encoder, device, bf16=False)
                 metrics.update(last_probe)
             logger.log(done, metrics)
             logger.advance()
-            if (rc.checkpoint_every and done % rc.checkpoint_every == 0) or done == rc.steps:
+            if due(done, rc.checkpoint_every, rc.steps):
                 save_checkpoint(run_dir, done, modules, opt)
     finally:
         logger.close()

@@ -350,3 +350,11 @@ def test_span_candidates_shapes_and_order():
     s2, e2, v_int = span_candidates(5, 1, 4, 2)
     assert v_int.shape == s2.shape
     assert v_int.tolist() == [1 <= s and e < 4 for s, e in zip(s2.tolist(), e2.tolist())]
+
+
+def test_due_rule():
+    from realm.training.optim import due
+
+    assert [s for s in range(1, 11) if due(s, 4, 10)] == [4, 8, 10]
+    assert [s for s in range(1, 11) if due(s, 0, 10)] == [10]  # 0: only the last step, no ZeroDivisionError
+    assert [s for s in range(1, 6) if due(s, 5, 5)] == [5]
