@@ -134,9 +134,7 @@ class Experiment:
         pc = self.cfg.pretrain
         cfg = _with(self.cfg, [f"reading.steps={pc.steps}", f"reading.lr={pc.lr}", f"reading.warmup={pc.warmup}",
                                "reading.curriculum_start=0", "reading.probe_every=0"])
-        import copy as _copy
-
-        return self.reading("reading_baseline", cfg, encoder=_copy.deepcopy(self.shared_encoder()))
+        return self.reading("reading_baseline", cfg, encoder=copy.deepcopy(self.shared_encoder()))
 
     def probe(self, encoder) -> dict:
         """The reading probe of an encoder (``probe/*``: advantages in nats, accuracies)."""
@@ -146,9 +144,8 @@ class Experiment:
         from realm.evaluation.retrieval import evaluate_retrieval
         from realm.evaluation.searchers import dense_searcher
 
-        res = evaluate_retrieval(dense_searcher(retriever, self.store, device=self.cfg.device, bf16=self.cfg.index.bf16),
-                                 self.store,
-                                 self.qa["dev"], ks=(1, 5, 20))
+        search = dense_searcher(retriever, self.store, device=self.cfg.device, bf16=self.cfg.index.bf16)
+        res = evaluate_retrieval(search, self.store, self.qa["dev"], ks=(1, 5, 20))
         return {k: v for k, v in res.items() if k.startswith("recall@")}
 
     def ict(self):
