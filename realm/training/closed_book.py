@@ -39,7 +39,7 @@ from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, masked_targets
 from realm.training.optim import due, make_optimizer, optimizer_step
-from realm.training.run import begin_step, resume, start_run
+from realm.training.run import begin_step, resume, start_encoder_run, start_run
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,10 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
     """Pretrain (or resume) the baseline encoder in ``run_dir``; returns it (also saved in ``RUN/encoder``)."""
     # ---- setup
     pc = cfg.pretrain
-    run = start_run(cfg, store, run_dir)
-    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     query_len = cfg.retriever.query_len
-    if query_len > cfg.reader.encoder.max_positions:
-        raise ValueError(f"retriever.query_len {query_len} exceeds reader.encoder.max_positions "
-                         f"{cfg.reader.encoder.max_positions}")
-    encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id)
-    encoder.to(device).train()
-    opt = make_optimizer(encoder.parameters(), pc.lr)
-    modules = {"encoder": encoder}
-    start, _ = resume(run_dir, modules, opt, "baseline MLM pretraining")
+    run, encoder, opt, modules, start = start_encoder_run(cfg, store, run_dir, encoder, pc.lr, query_len,
+                                                          "baseline MLM pretraining")
+    run_dir, device, sp = run.run_dir, run.device, run.specials
     pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=query_len - 2, progress=progress)
     (run_dir / "pool.json").write_text(json.dumps({"sentences": pool.stats.sentences, "kept": pool.stats.kept,
                                                    "skipped": pool.stats.skipped}, indent=2))

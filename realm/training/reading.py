@@ -33,9 +33,9 @@ from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, draw_kinds, make_rows
 from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedSentencePool, masked_targets
-from realm.training.optim import due, make_optimizer, optimizer_step
+from realm.training.optim import due, optimizer_step
 from realm.training.reading_probe import ReadingProbe
-from realm.training.run import begin_step, resume, start_run
+from realm.training.run import begin_step, start_encoder_run
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +84,11 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
     """Train (or resume) the reading warm start in ``run_dir``; returns the encoder (also in ``RUN/encoder``)."""
     # ---- setup
     rc = cfg.reading
-    run = start_run(cfg, store, run_dir)
-    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     query_len = cfg.retriever.query_len
-    need = query_len + store.manifest["block_len"] + 1
-    if need > cfg.reader.encoder.max_positions:
-        raise ValueError(f"query_len + block_len + 1 = {need} exceeds reader.encoder.max_positions "
-                         f"{cfg.reader.encoder.max_positions}")
-    encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id)
-    encoder.to(device).train()
-    opt = make_optimizer(encoder.parameters(), rc.lr)
-    modules = {"encoder": encoder}
-    start, _ = resume(run_dir, modules, opt, "reading warm start")
+    need = query_len + store.manifest["block_len"] + 1  # [CLS] x [SEP] body [SEP]
+    run, encoder, opt, modules, start = start_encoder_run(cfg, store, run_dir, encoder, rc.lr, need,
+                                                          "reading warm start")
+    run_dir, device, sp = run.run_dir, run.device, run.specials
     data = data or ReadingData(store, query_len, progress, rc.probe_rows)
     (run_dir / "probe_rows.json").write_text(json.dumps(data.probe.sizes()))
     flops_tok = 3 * bert_flops_per_token(encoder.bert.config, need)

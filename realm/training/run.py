@@ -11,8 +11,9 @@ import torch
 
 from realm.config import RunConfig, save_config
 from realm.models.inputs import Specials
+from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import load_newest_good, step_generator
-from realm.training.optim import lr_at, set_lr
+from realm.training.optim import lr_at, make_optimizer, set_lr
 
 log = logging.getLogger(__name__)
 
@@ -52,3 +53,23 @@ def begin_step(optimizer, step: int, seed: int, lr: float, warmup: int, total: i
     set_lr(optimizer, lr_now)
     torch.manual_seed(seed * 1_000_003 + step)
     return lr_now, step_generator(seed, step)
+
+
+def start_encoder_run(cfg: RunConfig, store, run_dir: str | Path, encoder: KnowledgeAugEncoder | None, lr: float,
+                      input_len: int, what: str):
+    """:func:`start_run` for a recipe that trains the knowledge-augmented encoder alone: the encoder (built
+    from ``cfg.reader.encoder`` unless given), its optimizer, and the resumed step.
+
+    ``input_len`` is the longest input the recipe reads; it must fit the encoder's position embeddings.
+    Returns ``(run, encoder, optimizer, modules, first step)``.
+    """
+    if input_len > cfg.reader.encoder.max_positions:
+        raise ValueError(f"inputs of {input_len} tokens exceed reader.encoder.max_positions "
+                         f"{cfg.reader.encoder.max_positions}")
+    run = start_run(cfg, store, run_dir)
+    encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, run.tokenizer.vocab_size, run.tokenizer.pad_id)
+    encoder.to(run.device).train()
+    opt = make_optimizer(encoder.parameters(), lr)
+    modules = {"encoder": encoder}
+    start, _ = resume(run.run_dir, modules, opt, what)
+    return run, encoder, opt, modules, start

@@ -67,7 +67,6 @@ def test_probe_measures_reading_with_a_brute_force_reader(tiny_corpus, data):
     assert reads["probe/evidence_advantage"] == pytest.approx(4.9, abs=1e-6)
     assert reads["probe/cf_advantage"] == pytest.approx(4.9, abs=1e-6)
     assert blind["probe/evidence_advantage"] == 0.0 and blind["probe/cf_advantage"] == 0.0
-    assert sp.mask_id == store.tokenizer.mask_id
 
 
 def test_probe_is_fixed(tiny_corpus, data):
