@@ -28,6 +28,10 @@ Integrity: the manifest records the size and sha256 of every data file (``files`
 verifies them (a mismatch raises :class:`IndexCorruptError` naming the file), and a writer verifies a
 new version before it prunes older ones. Versions written before checksums existed load unverified.
 
+Sharded versions (``format_version`` 2, written by :mod:`realm.index.sharded`) hold the rows in several
+``shard-RRRRR-of-WWWWW.npy`` files instead of ``embeddings.npy``; the manifest's ``shards`` lists them in row
+order (``file``, ``start``, ``rows``) and ``files`` records each one's size and sha256.
+
 dtype: ``"float32"`` is stored as float32.  ``"bfloat16"`` is stored as the raw
 bf16 bit patterns in a ``uint16`` ``.npy`` (half the disk/page cache); use
 :func:`to_float32` to decode, or pass the uint16 array straight to
@@ -51,7 +55,9 @@ import numpy as np
 import realm
 from realm.data.errors import InputError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # one embeddings.npy
+SHARDED_FORMAT_VERSION = 2  # the rows split over shard files (realm.index.sharded); ``shards`` lists them
+READABLE_FORMAT_VERSIONS = (FORMAT_VERSION, SHARDED_FORMAT_VERSION)
 EMBEDDINGS_FILE = "embeddings.npy"
 MANIFEST_FILE = "manifest.json"
 LATEST_FILE = "LATEST"
@@ -93,9 +99,13 @@ class IndexManifest:
     realm_version: str = realm.__version__
     extra: dict = dataclasses.field(default_factory=dict)
     files: dict = dataclasses.field(default_factory=dict)  # name -> {"size": bytes, "sha256": hex}
+    shards: list = dataclasses.field(default_factory=list)  # format 2: [{"file", "start", "rows"}] in row order
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if not d["shards"]:  # format 1 manifests read exactly as before
+            del d["shards"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "") -> "IndexManifest":
@@ -104,14 +114,41 @@ class IndexManifest:
         missing = required - d.keys()
         if missing:
             raise IndexCorruptError(f"manifest {where} lacks fields {sorted(missing)}")
-        if d["format_version"] != FORMAT_VERSION:
+        if d["format_version"] not in READABLE_FORMAT_VERSIONS:
             raise IndexCorruptError(
                 f"manifest {where} has format_version={d['format_version']}, "
-                f"this code reads format_version={FORMAT_VERSION}")
+                f"this code reads format_version in {list(READABLE_FORMAT_VERSIONS)}")
         m = cls(**{k: v for k, v in d.items() if k in names})
         if m.dtype not in _STORAGE_DTYPE:
             raise IndexCorruptError(f"manifest {where} has unknown dtype {m.dtype!r}")
+        if m.format_version == SHARDED_FORMAT_VERSION:
+            check_shards(m, where)
         return m
+
+    def shard_list(self) -> list[dict]:
+        """``[{"file", "start", "rows"}]`` in row order; a format-1 index is one shard, ``embeddings.npy``."""
+        if self.format_version == SHARDED_FORMAT_VERSION:
+            return list(self.shards)
+        return [{"file": EMBEDDINGS_FILE, "start": 0, "rows": self.num_blocks}]
+
+
+def check_shards(m: IndexManifest, where: str = "") -> None:
+    """A sharded manifest's ``shards`` tile ``[0, num_blocks)`` in order, each a recorded file."""
+    if not isinstance(m.shards, list) or not m.shards:
+        raise IndexCorruptError(f"manifest {where}: format_version={SHARDED_FORMAT_VERSION} needs a non-empty 'shards' list")
+    start = 0
+    for i, sh in enumerate(m.shards):
+        if not isinstance(sh, dict) or not {"file", "start", "rows"} <= sh.keys():
+            raise IndexCorruptError(f"manifest {where}: shards[{i}] must be an object with file, start, rows")
+        name = sh["file"]
+        if not isinstance(name, str) or "/" in name or name.startswith(".") or name not in m.files:
+            raise IndexCorruptError(f"manifest {where}: shards[{i}] file {name!r} is not a recorded file of the folder")
+        if sh["start"] != start or not isinstance(sh["rows"], int) or sh["rows"] < 0:
+            raise IndexCorruptError(f"manifest {where}: shards[{i}] covers rows from {sh['start']!r} "
+                                    f"(x{sh['rows']!r}), expected a count of rows from {start}")
+        start += sh["rows"]
+    if start != m.num_blocks:
+        raise IndexCorruptError(f"manifest {where}: shards hold {start} rows, num_blocks is {m.num_blocks}")
 
 
 # ----------------------------------------------------------------- bf16 helpers
@@ -358,26 +395,30 @@ class IndexWriter:
         self._arr = None  # close the memmap before fsync/rename
         _fsync_path(self._tmp / EMBEDDINGS_FILE)
         files = {EMBEDDINGS_FILE: file_record(self._tmp / EMBEDDINGS_FILE)}
-        with _WriterLock(self.root):
-            versions = _list_versions(self.root)
-            version = (versions[-1] if versions else 0) + 1
-            manifest = IndexManifest(
-                version=version, num_blocks=self.num_blocks, dim=self.dim, dtype=self.dtype,
-                created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"), files=files,
-                **self.fields)
-            _write_synced(self._tmp / MANIFEST_FILE,
-                          json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
-            _fsync_path(self._tmp)
-            final = self.root / _version_name(version)
-            os.rename(self._tmp, final)
-            self._tmp = None
-            latest_tmp = self.root / (LATEST_FILE + ".tmp")
-            _write_synced(latest_tmp, final.name + "\n")
-            os.replace(latest_tmp, self.root / LATEST_FILE)
-            _fsync_path(self.root)
-            self.path = final
-            _open_version_dir(final, mmap=True, verify=True)  # older versions go only once this one reads back
-            _prune(self.root, self.keep)
+        self.path = publish_folder(self.root, self._tmp, keep=self.keep, num_blocks=self.num_blocks, dim=self.dim,
+                                   dtype=self.dtype, files=files, **self.fields)
+
+
+def publish_folder(root: Path, tmp: Path, *, keep: int, **manifest_fields) -> Path:
+    """Steps 2-4 of the publication protocol for a filled, fsynced temp folder ``tmp`` under ``root``:
+    allocate the version, write the manifest (``manifest_fields`` + version, created_at), rename, point
+    ``LATEST`` at it, read it back verified, prune. Returns the version folder."""
+    with _WriterLock(root):
+        versions = _list_versions(root)
+        version = (versions[-1] if versions else 0) + 1
+        manifest = IndexManifest(version=version, created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                 **manifest_fields)
+        _write_synced(tmp / MANIFEST_FILE, json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
+        _fsync_path(tmp)
+        final = root / _version_name(version)
+        os.rename(tmp, final)
+        latest_tmp = root / (LATEST_FILE + ".tmp")
+        _write_synced(latest_tmp, final.name + "\n")
+        os.replace(latest_tmp, root / LATEST_FILE)
+        _fsync_path(root)
+        _open_version_dir(final, mmap=True, verify=True)  # older versions go only once this one reads back
+        _prune(root, keep)
+    return final
 
 
 def write_index_version(root, embeddings, *, corpus_hash: str, dtype: str | None = None,
@@ -419,20 +460,28 @@ def _open_version_dir(vdir: Path, mmap: bool, verify: bool = True) -> tuple[np.n
         raise IndexCorruptError(f"manifest {mpath}: 'files' must map file names to {{size, sha256}}")
     if verify:
         verify_files(vdir, manifest.files)
-    epath = vdir / EMBEDDINGS_FILE
+    parts = [load_shard(vdir, manifest, sh, mmap) for sh in manifest.shard_list()]
+    # several shards: one array in memory (a memmap cannot span files; realm.index.sharded reads ranges lazily)
+    arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    return arr, manifest
+
+
+def load_shard(vdir: Path, manifest: IndexManifest, shard: dict, mmap: bool = True) -> np.ndarray:
+    """One shard file of a version folder (``shard`` from :meth:`IndexManifest.shard_list`), shape-checked."""
+    epath = vdir / shard["file"]
     try:
         arr = np.load(epath, mmap_mode="r" if mmap else None, allow_pickle=False)
     except (ValueError, EOFError, OSError) as e:
         if isinstance(e, FileNotFoundError):
             raise
         raise IndexCorruptError(f"cannot read {epath}: {e}") from e
-    want_shape = (manifest.num_blocks, manifest.dim)
+    want_shape = (shard["rows"], manifest.dim)
     if arr.shape != want_shape or arr.dtype != _STORAGE_DTYPE[manifest.dtype]:
         raise IndexCorruptError(
             f"{epath} has shape {arr.shape} dtype {arr.dtype}, but the manifest says "
             f"shape {want_shape} dtype {manifest.dtype} "
             f"(stored as {_STORAGE_DTYPE[manifest.dtype]})")
-    return arr, manifest
+    return arr
 
 
 def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | None = None,
