@@ -319,6 +319,18 @@ def drop_versions_after(root, encoder_step: int) -> int:
 
 
 # ----------------------------------------------------------------- writing
+def storage_rows(rows, dim: int, dtype: str) -> np.ndarray:
+    """``rows`` ([n, dim] float array or torch tensor) as stored for ``dtype`` (bf16: uint16 bits)."""
+    if hasattr(rows, "detach"):  # torch tensor
+        rows = rows.detach().float().cpu().numpy()
+    rows = np.asarray(rows)
+    if rows.ndim != 2 or rows.shape[1] != dim:
+        raise ValueError(f"rows must have shape [n, {dim}], got {rows.shape}")
+    if dtype == "bfloat16" and rows.dtype != np.uint16:
+        rows = float32_to_bf16_bits(rows)
+    return rows
+
+
 class IndexWriter:
     """Context manager that builds one index version in a temp dir and publishes it.
 
@@ -363,16 +375,10 @@ class IndexWriter:
 
     def write(self, start: int, rows) -> None:
         """Store ``rows`` ([n, dim], float array or torch tensor) at rows ``start:start+n``."""
-        if hasattr(rows, "detach"):  # torch tensor
-            rows = rows.detach().float().cpu().numpy()
-        rows = np.asarray(rows)
-        if rows.ndim != 2 or rows.shape[1] != self.dim:
-            raise ValueError(f"rows must have shape [n, {self.dim}], got {rows.shape}")
+        rows = storage_rows(rows, self.dim, self.dtype)
         end = start + rows.shape[0]
         if start < 0 or end > self.num_blocks:
             raise ValueError(f"rows [{start}, {end}) outside [0, {self.num_blocks})")
-        if self.dtype == "bfloat16" and rows.dtype != np.uint16:
-            rows = float32_to_bf16_bits(rows)
         self._arr[start:end] = rows
         self._written[start:end] = True
 
@@ -444,7 +450,8 @@ def write_index_version(root, embeddings, *, corpus_hash: str, dtype: str | None
 
 
 # ----------------------------------------------------------------- reading
-def _open_version_dir(vdir: Path, mmap: bool, verify: bool = True) -> tuple[np.ndarray, IndexManifest]:
+def _open_version_dir(vdir: Path, mmap: bool, verify: bool = True,
+                      rows: tuple[int, int] | None = None) -> tuple[np.ndarray, IndexManifest]:
     mpath = vdir / MANIFEST_FILE
     try:
         raw = json.loads(mpath.read_text())
@@ -458,10 +465,17 @@ def _open_version_dir(vdir: Path, mmap: bool, verify: bool = True) -> tuple[np.n
         raise IndexCorruptError(f"manifest {mpath} has a field of the wrong kind: {e}") from e
     if not isinstance(manifest.files, dict) or not all(isinstance(v, dict) for v in manifest.files.values()):
         raise IndexCorruptError(f"manifest {mpath}: 'files' must map file names to {{size, sha256}}")
-    if verify:
-        verify_files(vdir, manifest.files)
-    parts = [load_shard(vdir, manifest, sh, mmap) for sh in manifest.shard_list()]
-    # several shards: one array in memory (a memmap cannot span files; realm.index.sharded reads ranges lazily)
+    lo, hi = (0, manifest.num_blocks) if rows is None else (int(rows[0]), int(rows[1]))
+    if not 0 <= lo <= hi <= manifest.num_blocks:
+        raise ValueError(f"rows [{lo}, {hi}) are outside the index's [0, {manifest.num_blocks})")
+    shards = [sh for sh in manifest.shard_list() if sh["start"] < hi and sh["start"] + sh["rows"] > lo]
+    if verify:  # only the files this reader uses
+        used = {sh["file"] for sh in shards} if rows is not None else manifest.files.keys()
+        verify_files(vdir, {n: r for n, r in manifest.files.items() if n in used})
+    parts = [load_shard(vdir, manifest, sh, mmap)[max(lo - sh["start"], 0):hi - sh["start"]] for sh in shards]
+    if not parts:
+        return np.empty((0, manifest.dim), _STORAGE_DTYPE[manifest.dtype]), manifest
+    # rows from several shards: one array in memory (a memmap cannot span files)
     arr = parts[0] if len(parts) == 1 else np.concatenate(parts)
     return arr, manifest
 
@@ -485,7 +499,8 @@ def load_shard(vdir: Path, manifest: IndexManifest, shard: dict, mmap: bool = Tr
 
 
 def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | None = None,
-               mmap: bool = True, retries: int = 5, verify: bool = True) -> tuple[np.ndarray, IndexManifest]:
+               mmap: bool = True, retries: int = 5, verify: bool = True,
+               rows: tuple[int, int] | None = None) -> tuple[np.ndarray, IndexManifest]:
     """Open an index root (following ``LATEST``) or one version dir.
 
     Returns ``(embeddings, manifest)``; embeddings is a read-only memmap when ``mmap``
@@ -493,6 +508,8 @@ def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | No
     Raises :class:`IndexMismatchError` if the corpus hash or dim differ from the expected
     ones, :class:`IndexCorruptError` for a bad manifest/array, FileNotFoundError if
     nothing is there. ``verify`` checks the recorded sizes and sha256 sums first (reads every byte).
+    ``rows=(start, end)`` returns only those rows, reading (and verifying) only the shard files that hold
+    them; a range inside one shard stays a memmap, one spanning shards is read into memory.
     """
     path = Path(path)
     is_root = (path / LATEST_FILE).exists() or not (path / MANIFEST_FILE).exists()
@@ -506,7 +523,7 @@ def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | No
         else:
             vdir = path
         try:
-            arr, manifest = _open_version_dir(vdir, mmap, verify)
+            arr, manifest = _open_version_dir(vdir, mmap, verify, rows)
             break
         except FileNotFoundError as e:
             # pruned between reading LATEST and opening it: LATEST has moved on, retry
