@@ -175,3 +175,36 @@ def test_writer_without_a_group_writes_the_one_file_format(tmp_path):
     assert manifest["format_version"] == 1 and "shards" not in manifest
     assert sorted(p.name for p in w.path.iterdir()) == ["embeddings.npy", "manifest.json"]
     np.testing.assert_array_equal(open_index(tmp_path)[0], emb)
+
+
+def _build_ranks(d, corpus: str, retriever: str, root: str) -> None:
+    from realm.data.blocks import BlockStore
+    from realm.index.sharded import build_sharded_index
+    from realm.models.retriever import Retriever
+
+    path = build_sharded_index(Retriever.load(retriever).doc, BlockStore(corpus), root, encoder="r", encoder_step=3,
+                               batch_size=16, bf16=False, progress=False)
+    assert path.name == "v000001"
+
+
+@pytest.mark.slow
+def test_two_ranks_embed_the_corpus_as_one_process_does(tiny_corpus, tmp_path):
+    from realm.config import load_config
+    from realm.index.build import build_index
+    from realm.models.retriever import Retriever
+
+    import torch
+
+    store, _ = tiny_corpus
+    torch.manual_seed(0)
+    retriever = Retriever.build(load_config("tiny").retriever, store.tokenizer.vocab_size, store.tokenizer.pad_id)
+    retriever.save(tmp_path / "retriever")
+    build_index(retriever.doc, store, tmp_path / "one", encoder="r", encoder_step=3, batch_size=16, bf16=False,
+                progress=False)
+    launch(_build_ranks, 2, str(store.folder), str(tmp_path / "retriever"), str(tmp_path / "two"))
+    one, m1 = open_index(tmp_path / "one")
+    two, m2 = open_index(tmp_path / "two", expect_corpus_hash=store.corpus_hash)
+    assert (m1.format_version, m2.format_version, len(m2.shards)) == (1, SHARDED_FORMAT_VERSION, 2)
+    assert (m2.encoder, m2.encoder_step, m2.extra["shards"]) == ("r", 3, 2)
+    # the same blocks in other batches (other padding): equal up to float rounding
+    np.testing.assert_allclose(two, one, rtol=0, atol=1e-5)
