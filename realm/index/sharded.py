@@ -5,7 +5,8 @@ rows :func:`realm.distributed.row_range` ``(N, r, W)`` and writes them to its ow
 ``shard-0000r-of-0000W.npy`` inside one temporary folder (rank 0 creates it and tells the others its name;
 the folder must be on a file system every rank sees). Each rank flushes and fsyncs its file and reports its
 size and sha256; after that barrier rank 0 alone writes the manifest (``format_version`` 2, ``shards`` =
-``[{file, start, rows}]`` in row order, ``files`` = the records) and publishes the folder with the usual
+``[{file, start, rows}]`` in row order, ``files`` = the records, ``extra.seconds`` = the slowest rank's
+time) and publishes the folder with the usual
 atomic protocol of :mod:`realm.index.store`. If any rank fails, every rank raises and nothing is published.
 A single process (no process group) writes an ordinary one-file version (``format_version`` 1), readable by
 every reader as before.
@@ -37,6 +38,7 @@ import torch
 from realm import distributed
 from realm.index.exact import Exclude, ExactIndex, topk_sorted
 from realm.index.store import (
+    LATEST_FILE,
     MANIFEST_FILE,
     SHARDED_FORMAT_VERSION,
     IndexWriter,
@@ -76,12 +78,19 @@ class ShardedWriter:
             return self
         if self.dtype not in _STORAGE_DTYPE:
             raise ValueError(f"dtype must be one of {sorted(_STORAGE_DTYPE)}, got {self.dtype!r}")
-        tmp = None
+        tmp = error = None
         if self.dist.is_main():
-            self.root.mkdir(parents=True, exist_ok=True)
-            tmp = self.root / f".tmp-{uuid.uuid4().hex}"
-            tmp.mkdir()
-        self._tmp = Path(distributed.broadcast_object(str(tmp) if tmp else None))
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                tmp = self.root / f".tmp-{uuid.uuid4().hex}"
+                tmp.mkdir()
+            except OSError as e:
+                error = f"rank 0 cannot create a folder under {self.root}: {e}"
+        tmp, error = distributed.broadcast_object((str(tmp), error))
+        if error:
+            raise OSError(error)
+        self._tmp = Path(tmp)
+        self._t0 = time.time()
         self._file = shard_file(self.dist.rank, self.dist.world_size)
         self._arr = np.lib.format.open_memmap(self._tmp / self._file, mode="w+", dtype=_STORAGE_DTYPE[self.dtype],
                                               shape=(self.end - self.start, self.dim))
@@ -143,12 +152,15 @@ class ShardedWriter:
         self._arr = None
         fsync_path(self._tmp / self._file)
         return {"file": self._file, "start": self.start, "rows": self.end - self.start,
-                **file_record(self._tmp / self._file)}
+                "seconds": time.time() - self._t0, **file_record(self._tmp / self._file)}
 
     def _publish(self, records: list[dict]) -> Path:
         fields = {k: v for k, v in self.kwargs.items() if k not in ("keep", "dtype", "extra")}
         fields["encoder"] = str(fields.get("encoder", ""))
         fsync_path(self._tmp)
+        seconds = max(r["seconds"] for r in records)  # the slowest rank's time from entering the writer
+        self.extra.update(seconds=round(seconds, 2), blocks_per_s=round(self.num_blocks / max(seconds, 1e-9), 1),
+                          shards=len(records))
         return publish_folder(
             self.root, self._tmp, keep=self.kwargs.get("keep", 3), num_blocks=self.num_blocks, dim=self.dim,
             dtype=self.dtype, format_version=SHARDED_FORMAT_VERSION, extra=self.extra,
@@ -167,14 +179,10 @@ def build_sharded_index(doc_encoder: torch.nn.Module, store, root: str | Path, *
         return build_index(doc_encoder, store, root, encoder=encoder, encoder_step=encoder_step,
                            batch_size=batch_size, bf16=bf16, keep=keep, device=device, progress=progress, extra=extra)
     dim = doc_encoder.dense.out_features
-    t0 = time.time()
     with ShardedWriter(root, len(store), dim, corpus_hash=store.corpus_hash, encoder=encoder,
                        encoder_step=encoder_step, keep=keep, extra={"bf16": bf16, **(extra or {})}) as w:
         embed_blocks(doc_encoder, store, np.arange(w.start, w.end), batch_size=batch_size, bf16=bf16, device=device,
                      progress=progress and w.dist.is_main(), sink=lambda s, rows: w.write(w.start + s, rows))
-        seconds = max(distributed.all_gather_object(time.time() - t0))
-        w.extra.update(seconds=round(seconds, 2), blocks_per_s=round(len(store) / max(seconds, 1e-9), 1),
-                       shards=w.dist.world_size)
     return w.path
 
 
@@ -196,7 +204,7 @@ class ShardedIndex:
         path = Path(path)
         vdir = None
         if distributed.is_main():
-            if (path / MANIFEST_FILE).exists() and not (path / "LATEST").exists():
+            if (path / MANIFEST_FILE).exists() and not (path / LATEST_FILE).exists():
                 vdir = str(path)
             else:
                 v = latest_version(path)
