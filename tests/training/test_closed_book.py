@@ -12,8 +12,10 @@ from realm.data.qa import QAExample
 from realm.models.inputs import Specials
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import checkpoint_dir
-from realm.training.closed_book import (choose_answer_slots, decode_slots, evaluate_closed_book, finetune_closed_book,
-                                        load_closed_book, mlm_pretrain, predict_closed_book, slot_inputs, slot_targets)
+from realm.evaluation.closed_book import evaluate_closed_book, predict_closed_book
+from realm.training.closed_book import (choose_answer_slots, decode_slots, finetune_closed_book, load_closed_book,
+                                        slot_inputs, slot_targets)
+from realm.training.encoder_mlm import mlm_pretrain
 from realm.training.logger import read_metrics
 
 FIRST = ["Elsa", "Tomas", "Brina", "Oskar", "Mila", "Ferro", "Ysolde", "Dario", "Kesta", "Lorin", "Pell", "Anwen",
