@@ -228,10 +228,10 @@ class Experiment:
         encoder = self.baseline_encoder()
         probe = self.probe(encoder) if self.reading_on else {}
         folder = self.stages / "closed_book"
-        finetune_closed_book(self.cfg, self.store, encoder, self.qa["train"], folder, progress=self.progress)
+        model = finetune_closed_book(self.cfg, self.store, encoder, self.qa["train"], folder, progress=self.progress)
         bs = self.cfg.experiment.eval_batch_size
-        dev = evaluate_closed_book(encoder, self.store, self.qa["dev"], bs, self.cfg.device, folder / "dev_predictions.jsonl")
-        test = evaluate_closed_book(encoder, self.store, self.qa["test"], bs, self.cfg.device, folder / "test_predictions.jsonl")
+        dev = evaluate_closed_book(model, self.store, self.qa["dev"], bs, self.cfg.device, folder / "dev_predictions.jsonl")
+        test = evaluate_closed_book(model, self.store, self.qa["test"], bs, self.cfg.device, folder / "test_predictions.jsonl")
         return SystemResult("closed_book", dev_em=dev["em"], test_em=test["em"], reading=probe)
 
     def bm25_reader(self) -> SystemResult:

@@ -9,7 +9,7 @@ at the first ``[SEP]``/``[PAD]``, decoded with the corpus tokenizer.
 
 :func:`finetune_closed_book` starts from the baseline encoder (:mod:`realm.training.encoder_mlm`) and is
 setup -> train -> save, resumable from ``RUN/checkpoints/``. It saves ``RUN/closed_book/`` (HF folder +
-``closed_book.json`` with ``answer_slots`` and ``query_len``; read it back with :func:`load_closed_book`).
+``closed_book.json`` with ``answer_slots`` and ``query_len``; read it back with :meth:`ClosedBookQA.load`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample
 from realm.models.bert import autocast
-from realm.models.inputs import Specials, pair_inputs
+from realm.models.closed_book import CLOSED_BOOK_FILE, ClosedBookQA, slot_inputs
+from realm.models.inputs import Specials
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
@@ -35,7 +36,6 @@ from realm.training.plots import plot_curves
 from realm.training.run import begin_step, resume, start_run
 
 MAX_ANSWER_SLOTS = 8  # default cap on A: answers longer than A-1 wordpieces are truncated (no [SEP])
-CLOSED_BOOK_FILE = "closed_book.json"
 
 
 # --------------------------------------------------------------------------------------------
@@ -57,53 +57,11 @@ def slot_targets(answer_ids: Sequence[Sequence[int]], slots: int, sp: Specials) 
     return out
 
 
-def slot_inputs(question_ids: Sequence[Sequence[int]], slots: int, sp: Specials, query_len: int):
-    """(``[CLS] question [SEP] [MASK]*A [SEP]`` inputs, slot positions [N, A])."""
-    inputs, start, _ = pair_inputs(question_ids, [[sp.mask_id] * slots] * len(question_ids), sp, query_len)
-    return inputs, start.unsqueeze(1) + torch.arange(slots).unsqueeze(0)
-
-
-def decode_slots(pred_ids: torch.Tensor, tokenizer, sp: Specials) -> list[tuple[str, list[int]]]:
-    """Per row: (text, token ids) of the argmax slots, cut at the first [SEP] or [PAD]."""
-    out = []
-    for row in pred_ids.tolist():
-        ids = []
-        for t in row:
-            if t in (sp.sep_id, sp.pad_id):
-                break
-            ids.append(int(t))
-        out.append((tokenizer.decode(ids).strip(), ids))
-    return out
-
-
-def _set_closed_book(encoder: KnowledgeAugEncoder, slots: int, query_len: int) -> None:
-    encoder.answer_slots, encoder.query_len = int(slots), int(query_len)
-
-
-def save_closed_book(encoder: KnowledgeAugEncoder, folder: str | Path) -> Path:
-    folder = Path(folder)
-    encoder.save(folder)
-    meta = {"answer_slots": encoder.answer_slots, "query_len": encoder.query_len}
-    (folder / CLOSED_BOOK_FILE).write_text(json.dumps(meta, indent=2))
-    return folder
-
-
-def load_closed_book(folder: str | Path) -> KnowledgeAugEncoder:
-    """A closed-book model saved by :func:`finetune_closed_book` (``RUN/closed_book``)."""
-    folder = Path(folder)
-    meta_path = folder / CLOSED_BOOK_FILE
-    if not meta_path.exists():
-        raise FileNotFoundError(f"{folder}: not a closed-book model folder (no {CLOSED_BOOK_FILE})")
-    meta = json.loads(meta_path.read_text())
-    encoder = KnowledgeAugEncoder.load(folder)
-    _set_closed_book(encoder, meta["answer_slots"], meta["query_len"])
-    return encoder
-
-
 def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAugEncoder, train: list[QAExample],
                          run_dir: str | Path, progress: bool = True, answer_slots: int | None = None,
-                         checkpoint_every: int | None = None) -> KnowledgeAugEncoder:
-    """Fine-tune (or resume) ``encoder`` in place for closed-book QA; saves ``RUN/closed_book``.
+                         checkpoint_every: int | None = None) -> ClosedBookQA:
+    """Fine-tune (or resume) ``encoder`` in place for closed-book QA; saves ``RUN/closed_book`` and returns
+    the model (:class:`ClosedBookQA` around ``encoder``).
 
     ``answer_slots`` defaults to :func:`choose_answer_slots` over the training answers (capped at
     ``MAX_ANSWER_SLOTS``); a resumed run keeps the value of its checkpoint. ``checkpoint_every``
@@ -128,7 +86,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
     max_pos = encoder.bert.config.max_position_embeddings
     if query_len + slots + 1 > max_pos:
         raise ValueError(f"query_len {query_len} + answer slots {slots} + 1 exceeds max_positions {max_pos}")
-    _set_closed_book(encoder, slots, query_len)
+    model = ClosedBookQA(encoder, slots, query_len)
     targets_all = slot_targets(answer_ids, slots, sp)
     truncated = sum(len(a) >= slots for a in answer_ids)
     (run_dir / CLOSED_BOOK_FILE).write_text(json.dumps(
@@ -147,7 +105,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
             inputs = {k: v.to(device) for k, v in inputs.items()}
             targets = targets_all[torch.from_numpy(batch)].to(device)
             with autocast(device, bf16):
-                logits = encoder.masked_logits(inputs, positions.to(device))  # [B, A, V]
+                logits = model.slot_logits(inputs, positions.to(device))  # [B, A, V]
             loss = F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), targets.reshape(-1))
             optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
@@ -165,7 +123,7 @@ def finetune_closed_book(cfg: RunConfig, store: BlockStore, encoder: KnowledgeAu
     finally:
         logger.close()
     # ---- save
-    encoder.eval()
-    save_closed_book(encoder, run_dir / "closed_book")
+    model.eval()
+    model.save(run_dir / "closed_book")
     plot_curves(run_dir, ["loss/total", "train/slot_acc", "train/answer_acc"], "closed-book QA fine-tuning")
-    return encoder
+    return model
