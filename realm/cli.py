@@ -155,6 +155,51 @@ def cmd_reading(args) -> int:
     return 0
 
 
+def _init_paths(args) -> tuple[Path, Path]:
+    """(retriever folder, encoder folder) of ``realm finetune``: explicit, or ``--from RUN``'s."""
+    retriever = args.init_retriever or (args.from_run / "retriever" if args.from_run else None)
+    encoder = args.init_encoder or (args.from_run / "encoder" if args.from_run else None)
+    if retriever is None or encoder is None:
+        raise FileNotFoundError("give --from RUN (a `realm pretrain` run folder), or both --init-retriever DIR "
+                                "and --init-encoder DIR")
+    return retriever, encoder
+
+
+def cmd_finetune(args) -> int:
+    from realm.data.qa import read_qa
+    from realm.index.build import embed_blocks
+    from realm.models.mlm import KnowledgeAugEncoder
+    from realm.models.reader import SpanReader
+    from realm.models.retriever import Retriever
+    from realm.serving.evaluate_cmd import evaluate_run
+    from realm.serving.qa_run import export_qa_run
+    from realm.training.finetune import finetune
+
+    cfg = _config(args)
+    retriever_dir, encoder_dir = _init_paths(args)
+    train = read_qa(args.qa)
+    dev = read_qa(args.dev) if args.dev else None  # read first: a bad file fails before any training
+    store = _store(args.corpus)
+    retriever = Retriever.load(retriever_dir)
+    encoder = KnowledgeAugEncoder.load(encoder_dir)
+    reader = SpanReader.from_bert(encoder.bert, cfg.reader, cfg.retriever.query_len)
+    # the fixed index of fine-tuning: every block embedded by the document encoder it starts from
+    embeddings = embed_blocks(retriever.doc, store, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
+                              device=cfg.device, progress=False)
+    summary = finetune(cfg, store, embeddings, retriever, reader, train, args.out)
+    model = export_qa_run(args.out / "model", retriever, reader, store, top_k=cfg.reader.top_k, source=str(args.out),
+                          batch_size=cfg.index.batch_size, bf16=cfg.index.bf16, device=cfg.device)
+    result = {"run": str(args.out), "model": str(model), "steps": summary["steps"],
+              "loss/total": summary.get("loss/total"), "no_correct_span_frac": summary["no_correct_span_frac"]}
+    if dev is not None:
+        result["dev"] = evaluate_run(model, args.dev, batch_size=cfg.experiment.eval_batch_size, device=cfg.device,
+                                     out=args.out / "dev_predictions.jsonl")
+    _print_json(result)
+    print(f"servable model: {model} (realm ask {model} \"question\"; realm evaluate {model} --qa FILE)",
+          file=sys.stderr)
+    return 0
+
+
 def cmd_experiment(args) -> int:
     from realm.experiment import run_experiment
 
@@ -248,6 +293,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--init-encoder", type=Path, help="start from this encoder (e.g. READING_RUN/encoder)")
     _add_config_args(p)
     p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="open-QA fine-tuning of a reader + query encoder -> a servable run",
+                       description="Fine-tune a span reader (started from the knowledge-augmented encoder) and the "
+                                   "query encoder on NQ-open questions, retrieving from a fixed index of the corpus "
+                                   "(ORQA / REALM fine-tuning), then export OUT/model, a run that `realm ask`, "
+                                   "`realm serve` and `realm evaluate` take.")
+    p.add_argument("--corpus", required=True, type=Path, help="a corpus folder (`realm corpus build`)")
+    p.add_argument("--qa", required=True, type=Path, metavar="TRAIN.jsonl",
+                   help='NQ-open JSONL training questions: {"question": str, "answer": [str, ...]} per line')
+    p.add_argument("--dev", type=Path, metavar="DEV.jsonl", help="also evaluate the exported run on these questions")
+    p.add_argument("--out", required=True, type=Path, help="run folder (resumes from its last checkpoint)")
+    p.add_argument("--from", dest="from_run", type=Path, metavar="RUN",
+                   help="a `realm pretrain` run folder: its retriever/ and encoder/")
+    p.add_argument("--init-retriever", type=Path, help="the retriever to start from (default: RUN/retriever)")
+    p.add_argument("--init-encoder", type=Path, help="the encoder the reader starts from (default: RUN/encoder)")
+    _add_config_args(p)
+    p.set_defaults(func=cmd_finetune)
 
     p = sub.add_parser("experiment", help="closed-book vs BM25+reader vs ICT+reader vs REALM on your data")
     p.add_argument("--corpus", required=True, type=Path, help="corpus .jsonl/.tsv/folder of .txt")

@@ -2,7 +2,8 @@
 
 Each component reads only its own section (``cfg.corpus``, ``cfg.retriever`` ...), never the whole
 run config. Presets live in ``realm/configs/*.yaml`` and may set any subset of keys; command-line
-overrides use dotted paths (``corpus.block_len=128``). Unknown keys are an error, never ignored.
+overrides use dotted paths (``corpus.block_len=128``). Unknown keys are an error, never ignored; a key
+that was removed (:data:`RETIRED`) is dropped with a warning, so that older run folders still load.
 Every value is checked against :data:`RULES` (ranges and choices per field) when the config is resolved
 (:func:`validate`, called by :func:`load_config` and :func:`load_saved_config`): a bad value raises
 :class:`ConfigError` naming the key and what is allowed (the CLI prints it and exits with code 2).
@@ -11,6 +12,7 @@ Every value is checked against :data:`RULES` (ranges and choices per field) when
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import types
 import typing
@@ -21,6 +23,13 @@ from typing import Any
 import yaml
 
 PRESET_DIR = Path(__file__).parent / "configs"
+log = logging.getLogger(__name__)
+
+# keys that configs written by older versions may hold: removed field -> why (dropped with a warning)
+RETIRED: dict[str, str] = {
+    "ict.log_every": "never read: ICT logs every step to metrics.jsonl",
+    "pretrain.log_every": "never read: pretraining logs every step to metrics.jsonl",
+}
 
 
 class ConfigError(ValueError):
@@ -84,7 +93,6 @@ class ICTConfig:
     lr: float = 1e-3
     warmup: int = 30
     remove_prob: float = 0.9  # probability that the query sentence is removed from its block
-    log_every: int = 20
     checkpoint_every: int = 100  # 0 = only at the end
 
 
@@ -129,7 +137,6 @@ class PretrainConfig:
     retriever_freeze_steps: int = 0  # first steps: only the encoder learns (it learns to read blocks first)
     train_doc_encoder: bool = True  # false: only the query tower learns (untied), the index never goes stale
     checkpoint_every: int = 100
-    log_every: int = 10
     bf16: bool = False
     reading_rows: int = 0  # counterfactual reading rows added to each batch (keeps the encoder reading)
     counterfactual: float = 0.0  # share of rows whose span is swapped in every retrieved block and the target
@@ -252,6 +259,9 @@ def update(obj: Any, data: dict, prefix: str = "") -> None:
     types_ = _field_types(type(obj))
     for key, value in data.items():
         path = f"{prefix}{key}"
+        if path in RETIRED:
+            log.warning("config key '%s' is retired and ignored (%s)", path, RETIRED[path])
+            continue
         if key not in types_:
             valid = ", ".join(sorted(types_))
             raise ConfigError(f"unknown config key '{path}' (valid keys here: {valid})")
@@ -404,13 +414,13 @@ RULES: dict[str, tuple] = {
     "index.batch_size": _int(1), "index.backend": _choice("exact", "faiss-flat", "faiss-hnsw"),
     "index.keep_versions": _int(1),
     "ict.steps": _int(1), "ict.batch_size": _int(2), "ict.lr": _num(0, 1, lo_open=True), "ict.warmup": _int(0),
-    "ict.remove_prob": _num(0, 1), "ict.log_every": _int(1), "ict.checkpoint_every": _int(0),
+    "ict.remove_prob": _num(0, 1), "ict.checkpoint_every": _int(0),
     "pretrain.steps": _int(1), "pretrain.batch_size": _int(1), "pretrain.lr": _num(0, 1, lo_open=True),
     "pretrain.warmup": _int(0), "pretrain.top_k": _int(2, 1024), "pretrain.masking": _choice("salient", "uniform", "span"),
     "pretrain.tagger": _choice("rules", "spacy"), "pretrain.refresh_every": _int(1),
     "pretrain.refresh_mode": _choice("async", "sync"), "pretrain.stale_factor": _int(1), "pretrain.max_staleness": _int(0),
     "pretrain.retriever_lr_scale": _num(0, 1000), "pretrain.retriever_freeze_steps": _int(0),
-    "pretrain.checkpoint_every": _int(1), "pretrain.log_every": _int(1), "pretrain.reading_rows": _int(0),
+    "pretrain.checkpoint_every": _int(1), "pretrain.reading_rows": _int(0),
     "pretrain.counterfactual": _num(0, 1), "pretrain.probe_every": _int(0),
     "reading.steps": _int(0), "reading.batch_size": _int(1), "reading.lr": _num(0, 1, lo_open=True),
     "reading.warmup": _int(0), "reading.plain_share": _num(0, 1), "reading.distractor_share": _num(0, 1),

@@ -90,7 +90,7 @@ class Experiment:
 
     def mlm(self, name: str, steps: int):
         from realm.models.mlm import KnowledgeAugEncoder
-        from realm.training.closed_book import mlm_pretrain
+        from realm.training.encoder_mlm import mlm_pretrain
 
         folder = self.stages / name
         if (folder / "encoder" / "config.json").exists():
@@ -222,15 +222,16 @@ class Experiment:
 
     # ---- systems --------------------------------------------------------------------------------
     def closed_book(self) -> SystemResult:
-        from realm.training.closed_book import evaluate_closed_book, finetune_closed_book
+        from realm.evaluation.closed_book import evaluate_closed_book
+        from realm.training.closed_book import finetune_closed_book
 
         encoder = self.baseline_encoder()
         probe = self.probe(encoder) if self.reading_on else {}
         folder = self.stages / "closed_book"
-        finetune_closed_book(self.cfg, self.store, encoder, self.qa["train"], folder, progress=self.progress)
+        model = finetune_closed_book(self.cfg, self.store, encoder, self.qa["train"], folder, progress=self.progress)
         bs = self.cfg.experiment.eval_batch_size
-        dev = evaluate_closed_book(encoder, self.store, self.qa["dev"], bs, self.cfg.device, folder / "dev_predictions.jsonl")
-        test = evaluate_closed_book(encoder, self.store, self.qa["test"], bs, self.cfg.device, folder / "test_predictions.jsonl")
+        dev = evaluate_closed_book(model, self.store, self.qa["dev"], bs, self.cfg.device, folder / "dev_predictions.jsonl")
+        test = evaluate_closed_book(model, self.store, self.qa["test"], bs, self.cfg.device, folder / "test_predictions.jsonl")
         return SystemResult("closed_book", dev_em=dev["em"], test_em=test["em"], reading=probe)
 
     def bm25_reader(self) -> SystemResult:
@@ -333,7 +334,7 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
     table = results_table(results)
     retrieval_md = format_table(retrieval)
     (exp.out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n")
-    from realm.evaluation.plots import plot_bars
+    from realm.training.plots import plot_bars
 
     plot_bars([r.system for r in results], {"test EM": [100 * (r.test_em or 0) for r in results],
                                             "dev EM": [100 * (r.dev_em or 0) for r in results],

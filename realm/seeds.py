@@ -102,7 +102,7 @@ def run_seeds(cfg: RunConfig, seeds: Sequence[int], out: Path, run_one: Callable
     text = format_tables(agg)
     (out / "results-seeds.md").write_text(text + "\n")
     try:
-        from realm.evaluation.plots import plot_bars
+        from realm.training.plots import plot_bars
 
         names = list(agg["systems"])
         series = {label: [100 * agg["systems"][n][k]["mean"] if k in agg["systems"][n] else None for n in names]

@@ -75,7 +75,7 @@ def test_python_dash_m_realm():
     res = subprocess.run([sys.executable, "-m", "realm", "--help"], capture_output=True, text=True, env=_env(),
                          timeout=120)
     assert res.returncode == 0 and res.stdout.startswith("usage: realm")
-    for verb in ("ask", "serve", "demo", "convert", "index"):
+    for verb in ("ask", "serve", "demo", "convert", "index", "finetune", "evaluate"):
         assert verb in res.stdout
 
 

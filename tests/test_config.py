@@ -2,7 +2,7 @@ import pytest
 import yaml
 
 from realm.config import (ConfigError, RunConfig, apply_override, load_config, load_saved_config, preset_path,
-                          save_config)
+                          save_config, to_dict)
 
 
 def test_presets_load_and_differ():
@@ -54,6 +54,18 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config("demo", ["pretrain.top_k=5"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_saved_config(tmp_path / "config.yaml") == cfg
+
+
+def test_retired_keys_of_old_run_configs_load_with_a_warning(tmp_path, caplog):
+    data = to_dict(load_config("tiny"))
+    data["pretrain"]["log_every"] = 10  # written by versions that had the field
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    assert load_saved_config(tmp_path / "config.yaml") == load_config("tiny")
+    assert "pretrain.log_every" in caplog.text and "retired" in caplog.text
+    data["pretrain"]["log_evry"] = 10  # a typo is still an error
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="unknown config key 'pretrain.log_evry'"):
+        load_saved_config(tmp_path / "config.yaml")
 
 
 def test_apply_override_in_place():

@@ -65,7 +65,6 @@ SCHEMA = {
     "film": {"director": ("person",), "release_year": "year", "studio": ("company",),
              "filming_location": ("city",)},
 }
-LEAD = {kind: next(iter(rels)) for kind, rels in SCHEMA.items()}
 # relations whose reverse-list items carry a year / birth date of the source
 _ITEM_DETAIL = {"birthplace": "birth_date", "author": "publication_year",
                 "artist": "release_year", "director": "release_year",

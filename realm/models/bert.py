@@ -10,7 +10,6 @@ import logging
 from pathlib import Path
 
 import torch
-from torch import nn
 from transformers import BertConfig, BertModel
 from transformers.utils import logging as hf_logging
 
@@ -59,18 +58,6 @@ def load_hf_bert(folder: str | Path, vocab_size: int | None = None, pooler: bool
                                       attn_implementation="sdpa", use_safetensors=None)
     log.info("loaded BERT weights from %s", folder)
     return model
-
-
-def encoder_config_of(model: BertModel) -> EncoderConfig:
-    """The :class:`EncoderConfig` describing an existing BERT (e.g. one loaded from a folder)."""
-    c = model.config
-    return EncoderConfig(layers=c.num_hidden_layers, hidden=c.hidden_size, heads=c.num_attention_heads,
-                         intermediate=c.intermediate_size, dropout=c.hidden_dropout_prob, hidden_act=c.hidden_act,
-                         layer_norm_eps=c.layer_norm_eps, max_positions=c.max_position_embeddings)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 def bert_flops_per_token(cfg: BertConfig, seq_len: int) -> float:

@@ -34,7 +34,6 @@ from transformers import BertModel
 from realm.config import ReaderConfig
 from realm.models.bert import build_bert, load_hf_bert
 from realm.models.inputs import Specials, pair_inputs
-from realm.training.losses import span_candidates
 
 INVALID_SPAN_SCORE = -10000.0  # logit of non-candidate spans (question, [CLS]/[SEP], padding, too wide)
 FORMAT_VERSION = 1
@@ -185,6 +184,49 @@ class SpanReader(nn.Module):
 
 
 # ---- inputs for (question, block) rows -------------------------------------------------------
+def span_candidates(
+    seq_len: int,
+    block_start: int | torch.Tensor,
+    block_end: int | torch.Tensor,
+    max_width: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Enumerate candidate answer spans of the reader input (ORQA / HF ``RealmReader``).
+
+    Every ``(start, end)`` with ``0 ≤ start ≤ end < seq_len`` and ``end − start < max_width`` (i.e. width
+    ``end − start + 1 ≤ max_width`` tokens, ``end`` inclusive), ordered width-major as in the HF port:
+    all width-1 spans by start, then all width-2 spans, ...
+
+    A span is valid iff it lies fully inside the block: ``block_start ≤ start`` and ``end < block_end``
+    (``block_end`` exclusive), so spans touching the question, ``[CLS]``, ``[SEP]`` or padding are never
+    valid.
+
+    Args:
+        seq_len: reader sequence length.
+        block_start, block_end: int, or tensors of shape ``[B]`` or ``[B, K]``.
+        max_width: maximum span width in tokens (ORQA: 10).
+    Returns:
+        ``starts [S]``, ``ends [S]`` (int64) and ``valid`` of shape ``block_start.shape + [S]`` (bool).
+    """
+    if max_width < 1:
+        raise ValueError("max_width must be >= 1")
+    device = block_start.device if isinstance(block_start, torch.Tensor) else None
+    starts_l, ends_l = [], []
+    for w in range(min(max_width, seq_len)):
+        s = torch.arange(0, seq_len - w, device=device)
+        starts_l.append(s)
+        ends_l.append(s + w)
+    if starts_l:
+        starts = torch.cat(starts_l)
+        ends = torch.cat(ends_l)
+    else:
+        starts = torch.zeros(0, dtype=torch.long, device=device)
+        ends = torch.zeros(0, dtype=torch.long, device=device)
+    bs = torch.as_tensor(block_start, device=device)
+    be = torch.as_tensor(block_end, device=device)
+    valid = (starts >= bs[..., None]) & (ends < be[..., None])
+    return starts, ends, valid
+
+
 def span_index(seq_len: int, start: int, width: int) -> int:
     """Position of span (start, start + width - 1) in :func:`span_candidates`' width-major order."""
     j = width - 1

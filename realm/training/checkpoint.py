@@ -126,11 +126,6 @@ def all_checkpoints(run_dir: str | Path) -> list[Path]:
                   if p.is_dir() and not p.name.endswith(".tmp") and (p / "state.json").exists())
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    steps = all_checkpoints(run_dir)
-    return steps[-1] if steps else None
-
-
 def load_newest_good(run_dir: str | Path, modules: dict[str, nn.Module],
                      optimizer: torch.optim.Optimizer | None) -> tuple[Path | None, dict]:
     """Load the newest checkpoint that verifies; (folder, state), or (None, {}) if there is none.

@@ -19,7 +19,7 @@ over produce exactly zero loss and zero (never NaN) gradients.
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +34,6 @@ __all__ = [
     "marginal_mlm_loss",
     "masked_logsumexp",
     "reader_loss",
-    "span_candidates",
 ]
 
 
@@ -270,7 +269,7 @@ def reader_loss(
 
     Args:
         span_logits: ``[B, K, S]`` span scores.
-        span_valid: ``[B, K, S]`` bool (see :func:`span_candidates`); invalid spans are excluded from
+        span_valid: ``[B, K, S]`` bool (see :func:`realm.models.reader.span_candidates`); invalid spans are excluded from
             the softmax and may hold any value.
         span_correct: ``[B, K, S]`` bool, span tokens equal a tokenised answer (ANDed with ``span_valid``).
         retrieval_logits: ``[B, K]`` scores of the reader's blocks.
@@ -314,46 +313,3 @@ def reader_loss(
         "num_no_answer_block": (~has_block).sum().detach(),
     }
     return loss, stats
-
-
-def span_candidates(
-    seq_len: int,
-    block_start: Union[int, Tensor],
-    block_end: Union[int, Tensor],
-    max_width: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Enumerate candidate answer spans of the reader input (ORQA / HF ``RealmReader``).
-
-    Every ``(start, end)`` with ``0 ≤ start ≤ end < seq_len`` and ``end − start < max_width`` (i.e. width
-    ``end − start + 1 ≤ max_width`` tokens, ``end`` inclusive), ordered width-major as in the HF port:
-    all width-1 spans by start, then all width-2 spans, ...
-
-    A span is valid iff it lies fully inside the block: ``block_start ≤ start`` and ``end < block_end``
-    (``block_end`` exclusive), so spans touching the question, ``[CLS]``, ``[SEP]`` or padding are never
-    valid.
-
-    Args:
-        seq_len: reader sequence length.
-        block_start, block_end: int, or tensors of shape ``[B]`` or ``[B, K]``.
-        max_width: maximum span width in tokens (ORQA: 10).
-    Returns:
-        ``starts [S]``, ``ends [S]`` (int64) and ``valid`` of shape ``block_start.shape + [S]`` (bool).
-    """
-    if max_width < 1:
-        raise ValueError("max_width must be >= 1")
-    device = block_start.device if isinstance(block_start, Tensor) else None
-    starts_l, ends_l = [], []
-    for w in range(min(max_width, seq_len)):
-        s = torch.arange(0, seq_len - w, device=device)
-        starts_l.append(s)
-        ends_l.append(s + w)
-    if starts_l:
-        starts = torch.cat(starts_l)
-        ends = torch.cat(ends_l)
-    else:
-        starts = torch.zeros(0, dtype=torch.long, device=device)
-        ends = torch.zeros(0, dtype=torch.long, device=device)
-    bs = torch.as_tensor(block_start, device=device)
-    be = torch.as_tensor(block_end, device=device)
-    valid = (starts >= bs[..., None]) & (ends < be[..., None])
-    return starts, ends, valid

@@ -38,6 +38,7 @@ from realm.training.losses import evidence_advantage, marginal_mlm_loss, margina
 from realm.training.counterfactual import substitute
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span, masked_targets
 from realm.training.optim import due, make_optimizer, optimizer_step, unique_parameters
+from realm.training.plots import plot_curves
 from realm.training.reading import ReadingData, rows_step
 from realm.training.run import begin_step, resume, start_run
 from realm.training.refresh import IndexBuilderProcess, IndexFollower, discard_future, export_snapshot
@@ -259,12 +260,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     encoder.save(run_dir / "encoder")
     build_index(retriever.doc, store, index_root, encoder=str(run_dir / "retriever"), encoder_step=pc.steps,
                 batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device, progress=progress)
-    try:
-        from realm.evaluation.plots import plot_metrics
-
-        keys = ["loss/mlm", "retrieval/utility", "retrieval/entropy", "retrieval/evidence_advantage",
-                "retrieval/evidence_rate", "probe/evidence_advantage", "eval/recall@5", "index/staleness"]
-        plot_metrics(run_dir / "metrics.jsonl", keys, run_dir / "curves.png", title="REALM pretraining")
-    except Exception as e:  # a plot must never fail a finished run
-        log.warning("could not plot curves: %s", e)
+    plot_curves(run_dir, ["loss/mlm", "retrieval/utility", "retrieval/entropy", "retrieval/evidence_advantage",
+                          "retrieval/evidence_rate", "probe/evidence_advantage", "eval/recall@5", "index/staleness"],
+                "REALM pretraining")
     return retriever, encoder

@@ -34,6 +34,7 @@ from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, d
 from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedSentencePool, masked_targets
 from realm.training.optim import due, optimizer_step
+from realm.training.plots import plot_curves
 from realm.training.reading_probe import ReadingProbe
 from realm.training.run import begin_step, start_encoder_run
 
@@ -124,12 +125,7 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
     if not last_probe:  # resumed after the last step: measure the saved encoder
         last_probe = data.probe.measure(encoder, device)
     (run_dir / "probe.json").write_text(json.dumps(last_probe, indent=2))
-    try:
-        from realm.evaluation.plots import plot_metrics
-
-        plot_metrics(run_dir / "metrics.jsonl", ["loss/mlm", "acc/own", "acc/evidence", "acc/plain", "acc/distractor",
-                                                 "probe/evidence_advantage", "probe/cf_advantage"],
-                     run_dir / "curves.png", title="reading warm start (counterfactual span substitution)")
-    except Exception as e:  # a plot must never fail a finished run
-        log.warning("could not plot curves: %s", e)
+    plot_curves(run_dir, ["loss/mlm", "acc/own", "acc/evidence", "acc/plain", "acc/distractor",
+                          "probe/evidence_advantage", "probe/cf_advantage"],
+                "reading warm start (counterfactual span substitution)")
     return encoder

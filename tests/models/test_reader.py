@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import BertConfig, BertModel
 
 from realm.config import EncoderConfig, ReaderConfig
 from realm.models.bert import build_bert
 from realm.models.inputs import Specials, pair_inputs
-from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_index
-from realm.training.losses import span_candidates
+from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_candidates, span_index
 
 FIXTURES = Path(__file__).parents[1] / "fixtures" / "hf_realm"
 SP = Specials(cls_id=2, sep_id=3, pad_id=0, mask_id=4)
@@ -240,3 +241,28 @@ def test_predict_is_the_brute_force_joint_argmax(shift):
     assert [j for _, j, _, _ in expected] != [-1] * b  # the test reads something
     with pytest.raises(ValueError, match="reader rows"):
         reader.predict(inputs, bs, be, ret[:, :2])
+
+
+# --------------------------------------------------------------------------------- span candidates
+@settings(max_examples=25, deadline=None)
+@given(L=st.integers(1, 12), W=st.integers(1, 5), data=st.data())
+def test_span_candidates_brute_force(L, W, data):
+    bs = data.draw(st.integers(0, L))
+    be = data.draw(st.integers(bs, L))
+    starts, ends, valid = span_candidates(L, torch.tensor([bs]), torch.tensor([be]), W)
+    got = set(zip(starts.tolist(), ends.tolist()))
+    expect = {(s, e) for s in range(L) for e in range(s, L) if e - s < W}
+    assert got == expect and len(got) == starts.numel()
+    for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
+        assert bool(valid[0, i]) == (bs <= s and e < be)  # outside the block: never valid
+    assert valid.shape == (1, starts.numel())
+
+
+def test_span_candidates_shapes_and_order():
+    starts, ends, valid = span_candidates(5, torch.tensor([[1, 2], [0, 3]]), torch.tensor([[4, 5], [2, 4]]), 3)
+    assert valid.shape == (2, 2, starts.numel())
+    assert starts[:5].tolist() == [0, 1, 2, 3, 4] and (ends[:5] == starts[:5]).all()  # width-major
+    assert ((ends - starts) < 3).all()
+    s2, e2, v_int = span_candidates(5, 1, 4, 2)
+    assert v_int.shape == s2.shape
+    assert v_int.tolist() == [1 <= s and e < 4 for s, e in zip(s2.tolist(), e2.tolist())]

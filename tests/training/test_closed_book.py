@@ -12,8 +12,10 @@ from realm.data.qa import QAExample
 from realm.models.inputs import Specials
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import checkpoint_dir
-from realm.training.closed_book import (choose_answer_slots, decode_slots, evaluate_closed_book, finetune_closed_book,
-                                        load_closed_book, mlm_pretrain, predict_closed_book, slot_inputs, slot_targets)
+from realm.evaluation.closed_book import evaluate_closed_book, predict_closed_book
+from realm.models.closed_book import ClosedBookQA, decode_slots, slot_inputs
+from realm.training.closed_book import choose_answer_slots, finetune_closed_book, slot_targets
+from realm.training.encoder_mlm import mlm_pretrain
 from realm.training.logger import read_metrics
 
 FIRST = ["Elsa", "Tomas", "Brina", "Oskar", "Mila", "Ferro", "Ysolde", "Dario", "Kesta", "Lorin", "Pell", "Anwen",
@@ -108,7 +110,7 @@ def test_slots_targets_and_decoding_stop_at_sep(world):
 def test_closed_book_memorises_training_questions(pretrained, world, tmp_path):
     cfg = config()
     encoder = copy.deepcopy(pretrained[1])
-    before = evaluate_closed_book(encoder, world, TRAIN, answer_slots=4, query_len=cfg.retriever.query_len)
+    before = evaluate_closed_book(ClosedBookQA(encoder, 4, cfg.retriever.query_len), world, TRAIN)
     trained = finetune_closed_book(cfg, world, encoder, TRAIN, tmp_path / "cb", progress=False)
     rows = read_metrics(tmp_path / "cb" / "metrics.jsonl")
     loss = [r["loss/total"] for r in rows]
@@ -121,9 +123,11 @@ def test_closed_book_memorises_training_questions(pretrained, world, tmp_path):
     assert json.loads((tmp_path / "cb" / "closed_book.json").read_text())["answer_slots"] == A
     preds = predict_closed_book(trained, world, TRAIN)
     assert all(isinstance(p["prediction"], str) and len(p["tokens"]) < A for p in preds)
-    loaded = load_closed_book(tmp_path / "cb" / "closed_book")
+    loaded = ClosedBookQA.load(tmp_path / "cb" / "closed_book")
     assert loaded.answer_slots == A and loaded.query_len == cfg.retriever.query_len
     assert [p["prediction"] for p in predict_closed_book(loaded, world, TRAIN)] == [p["prediction"] for p in preds]
+    with pytest.raises(FileNotFoundError, match="not a closed-book model folder"):
+        ClosedBookQA.load(tmp_path / "cb" / "encoder-less")
 
 
 def test_closed_book_resume_reproduces_next_steps(pretrained, world, tmp_path):

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-import realm.evaluation.plots  # noqa: F401  imported once here: forked legs start in milliseconds
 import realm.training.pretrain  # noqa: F401
 from realm.index.store import latest_version, open_index
 from realm.training.checkpoint import all_checkpoints, verify_checkpoint
@@ -30,12 +29,12 @@ OVERRIDES = {"pretrain.steps": STEPS, "pretrain.refresh_every": 4, "pretrain.che
 def _train(corpus: str, run: str, mode: str) -> None:
     import torch
 
-    import realm.evaluation.plots
+    import realm.training.plots
     from realm.config import load_config
     from realm.data.blocks import BlockStore
     from realm.training.pretrain import pretrain
 
-    realm.evaluation.plots.plot_metrics = lambda *a, **k: None  # the curves are not what is tested (saves ~5 s)
+    realm.training.plots.plot_metrics = lambda *a, **k: None  # the curves are not what is tested (saves ~5 s)
     torch.set_num_threads(1)
     cfg = load_config("tiny", [f"{k}={v}" for k, v in (OVERRIDES | {"pretrain.refresh_mode": mode}).items()])
     pretrain(cfg, BlockStore(corpus), run, progress=False)

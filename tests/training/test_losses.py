@@ -15,8 +15,8 @@ from realm.training.losses import (
     marginal_token_log_probs,
     mlm_log_probs_at,
     reader_loss,
-    span_candidates,
 )
+from realm.models.reader import span_candidates
 
 FAST = settings(max_examples=25, deadline=None)
 
@@ -325,31 +325,6 @@ def test_reader_hypothesis(B, K, L, W, seed):
     ref, _, _, n = brute_reader(span_logits, valid, correct, rl, has)
     assert math.isclose(loss.item(), ref, rel_tol=1e-9, abs_tol=1e-12)
     assert stats["num_no_correct_span"].item() == n
-
-
-# --------------------------------------------------------------------------------- span candidates
-@FAST
-@given(L=st.integers(1, 12), W=st.integers(1, 5), data=st.data())
-def test_span_candidates_brute_force(L, W, data):
-    bs = data.draw(st.integers(0, L))
-    be = data.draw(st.integers(bs, L))
-    starts, ends, valid = span_candidates(L, torch.tensor([bs]), torch.tensor([be]), W)
-    got = set(zip(starts.tolist(), ends.tolist()))
-    expect = {(s, e) for s in range(L) for e in range(s, L) if e - s < W}
-    assert got == expect and len(got) == starts.numel()
-    for i, (s, e) in enumerate(zip(starts.tolist(), ends.tolist())):
-        assert bool(valid[0, i]) == (bs <= s and e < be)  # outside the block: never valid
-    assert valid.shape == (1, starts.numel())
-
-
-def test_span_candidates_shapes_and_order():
-    starts, ends, valid = span_candidates(5, torch.tensor([[1, 2], [0, 3]]), torch.tensor([[4, 5], [2, 4]]), 3)
-    assert valid.shape == (2, 2, starts.numel())
-    assert starts[:5].tolist() == [0, 1, 2, 3, 4] and (ends[:5] == starts[:5]).all()  # width-major
-    assert ((ends - starts) < 3).all()
-    s2, e2, v_int = span_candidates(5, 1, 4, 2)
-    assert v_int.shape == s2.shape
-    assert v_int.tolist() == [1 <= s and e < 4 for s, e in zip(s2.tolist(), e2.tolist())]
 
 
 def test_due_rule():

@@ -1,15 +1,26 @@
-"""Plots a person would rather look at than read: training curves and result bars (matplotlib, Agg)."""
+"""Plots a person would rather look at than read: training curves and result bars (matplotlib, Agg).
+
+They sit beside the metric logger whose ``metrics.jsonl`` they draw. matplotlib is imported on the first
+plot, not with this module, so that a training recipe importing :func:`plot_curves` stays light.
+"""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
-import matplotlib
+from realm.training.logger import read_metrics
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+log = logging.getLogger(__name__)
 
-from realm.training.logger import read_metrics  # noqa: E402
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def _smooth(values: list[float], window: int) -> list[float]:
@@ -24,6 +35,7 @@ def _smooth(values: list[float], window: int) -> list[float]:
 
 def plot_metrics(metrics_path: str | Path, keys: list[str], out: str | Path, title: str = "") -> Path:
     """One panel per metric key against the step (raw and a moving average)."""
+    plt = _pyplot()
     rows = read_metrics(metrics_path)
     keys = [k for k in keys if any(k in r for r in rows)]
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
@@ -47,6 +59,7 @@ def plot_bars(labels: list[str], series: dict[str, list[float]], out: str | Path
               errors: dict[str, list[float]] | None = None) -> Path:
     """Grouped bar chart: one group per label, one bar per series (values in %; None = not applicable);
     ``errors`` (same shape as ``series``) draws error bars, e.g. the sd over seeds."""
+    plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.6 + 1.5 * len(labels), 3.6))
     width = 0.8 / max(1, len(series))
     for i, (name, vals) in enumerate(series.items()):
@@ -67,3 +80,14 @@ def plot_bars(labels: list[str], series: dict[str, list[float]], out: str | Path
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return Path(out)
+
+
+def plot_curves(run_dir: str | Path, keys: list[str], title: str) -> Path | None:
+    """``RUN/curves.png`` from ``RUN/metrics.jsonl``; a failure is logged, never raised (a plot must not
+    fail a finished run). Returns the image path, or None when it could not be drawn."""
+    run_dir = Path(run_dir)
+    try:
+        return plot_metrics(run_dir / "metrics.jsonl", keys, run_dir / "curves.png", title=title)
+    except Exception as e:
+        log.warning("could not plot curves: %s", e)
+        return None

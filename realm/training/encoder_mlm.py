@@ -1,0 +1,93 @@
+"""The baseline encoder: masked-LM pretraining without retrieval (BERT's role in REALM's comparison).
+
+The same BERT + MLM head as REALM's knowledge-augmented encoder (shape ``cfg.reader.encoder``),
+pretrained on the same corpus sentences, with the same masking (``cfg.pretrain.masking``), steps, batch
+size and learning rate as REALM pretraining, but reading only ``[CLS] masked sentence [SEP]``: no
+retrieval. Loss = mean cross-entropy over the masked tokens (the MLM head runs at the masked positions
+only). Every system of ``realm experiment`` starts from it: the readers of the ``bm25_reader`` and
+``ict_reader`` baselines, the closed-book model, and REALM's own encoder.
+
+Recipe: setup -> train -> save ``RUN/encoder/`` (an HF folder, :meth:`KnowledgeAugEncoder.save`),
+resumable from ``RUN/checkpoints/`` like the others.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from realm.config import RunConfig
+from realm.data.blocks import BlockStore
+from realm.models.bert import autocast, bert_flops_per_token
+from realm.models.inputs import Specials, query_inputs
+from realm.models.mlm import KnowledgeAugEncoder
+from realm.training.checkpoint import save_checkpoint
+from realm.training.logger import MetricLogger
+from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, masked_targets
+from realm.training.optim import due, optimizer_step
+from realm.training.plots import plot_curves
+from realm.training.run import begin_step, start_encoder_run
+
+
+def mlm_batch(queries: Sequence[MaskedQuery], sp: Specials, query_len: int):
+    """(inputs ``[CLS] x [SEP]``, positions [B, M], targets [B, M], token mask [B, M])."""
+    inputs = query_inputs([q.input_ids for q in queries], sp, query_len)
+    return (inputs, *masked_targets(queries))
+
+
+def mlm_step(encoder: KnowledgeAugEncoder, queries: Sequence[MaskedQuery], sp: Specials, query_len: int,
+             device, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loss = mean CE over masked tokens, masked accuracy, tokens read) for one batch."""
+    inputs, positions, targets, mask = mlm_batch(queries, sp, query_len)
+    inputs = {k: v.to(device) for k, v in inputs.items()}
+    positions, targets, mask = positions.to(device), targets.to(device), mask.to(device)
+    with autocast(device, bf16):
+        logp, logits = encoder.target_log_probs(inputs, positions, targets)
+    n = mask.sum().clamp(min=1)
+    loss = -(logp * mask).sum() / n
+    with torch.no_grad():
+        acc = ((logits.argmax(-1) == targets) & mask).sum().float() / n
+    return loss, acc, int(inputs["attention_mask"].sum())
+
+
+def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: bool = True,
+                 encoder: KnowledgeAugEncoder | None = None) -> KnowledgeAugEncoder:
+    """Pretrain (or resume) the baseline encoder in ``run_dir``; returns it (also saved in ``RUN/encoder``)."""
+    # ---- setup
+    pc = cfg.pretrain
+    query_len = cfg.retriever.query_len
+    run, encoder, opt, modules, start = start_encoder_run(cfg, store, run_dir, encoder, pc.lr, query_len,
+                                                          "baseline MLM pretraining")
+    run_dir, device, sp = run.run_dir, run.device, run.specials
+    pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=query_len - 2, progress=progress)
+    (run_dir / "pool.json").write_text(json.dumps({"sentences": pool.stats.sentences, "kept": pool.stats.kept,
+                                                   "skipped": pool.stats.skipped}, indent=2))
+    flops_tok = 3 * bert_flops_per_token(encoder.bert.config, query_len)
+    logger = MetricLogger(run_dir / "metrics.jsonl", pc.steps, "MLM (no retrieval)", start, progress,
+                          bar_keys=("loss/mlm", "acc/masked", "perf/tokens_per_s"))
+    # ---- train
+    try:
+        for step in range(start, pc.steps):
+            t0 = time.time()
+            lr, rng = begin_step(opt, step, cfg.seed, pc.lr, pc.warmup, pc.steps)
+            loss, acc, tokens = mlm_step(encoder, pool.sample(rng, pc.batch_size), sp, query_len, device, pc.bf16)
+            grad_norm = optimizer_step(opt, loss, encoder.parameters())
+            dt = time.time() - t0
+            done = step + 1
+            logger.log(done, {"loss/mlm": loss.item(), "acc/masked": acc.item(), "lr": lr,
+                              "grad_norm": float(grad_norm), "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
+                              "perf/tflops": flops_tok * tokens / dt / 1e12})
+            logger.advance()
+            if due(done, pc.checkpoint_every, pc.steps):
+                save_checkpoint(run_dir, done, modules, opt)
+    finally:
+        logger.close()
+    # ---- save
+    encoder.eval()
+    encoder.save(run_dir / "encoder")
+    plot_curves(run_dir, ["loss/mlm", "acc/masked"], "baseline MLM pretraining (no retrieval)")
+    return encoder
