@@ -195,6 +195,19 @@ def _version_name(v: int) -> str:
     return f"v{v:06d}"
 
 
+def version_dir(root: str | os.PathLike, version: int) -> Path:
+    """The folder of index version ``version`` under ``root`` (``root/vNNNNNN``): the one place that names it."""
+    return Path(root) / _version_name(int(version))
+
+
+def version_number(path: str | os.PathLike) -> int:
+    """The version number of a version folder (``.../v000003`` -> 3)."""
+    m = _VERSION_RE.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{path} is not an index version folder (vNNNNNN)")
+    return int(m.group(1))
+
+
 def latest_version(root: str | os.PathLike) -> int | None:
     """Version number named by ``root/LATEST``, or None if nothing was published."""
     try:
@@ -250,7 +263,7 @@ def _prune(root: Path, keep: int) -> None:
 
 def _discard(root: Path, v: int) -> None:
     trash = root / f".trash-{_version_name(v)}-{uuid.uuid4().hex[:8]}"
-    os.rename(root / _version_name(v), trash)  # atomic: readers see all or nothing
+    os.rename(version_dir(root, v), trash)  # atomic: readers see all or nothing
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -264,7 +277,7 @@ def drop_versions_after(root, encoder_step: int) -> int:
             shutil.rmtree(p, ignore_errors=True)
         for v in _list_versions(root):
             try:
-                step = json.loads((root / _version_name(v) / MANIFEST_FILE).read_text()).get("encoder_step", 0)
+                step = json.loads((version_dir(root, v) / MANIFEST_FILE).read_text()).get("encoder_step", 0)
             except (OSError, ValueError):
                 step = encoder_step + 1  # unreadable: never published completely, or damaged
             if step > encoder_step:
@@ -368,7 +381,7 @@ class IndexWriter:
             _write_synced(self._tmp / MANIFEST_FILE,
                           json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
             _fsync_path(self._tmp)
-            final = self.root / _version_name(version)
+            final = version_dir(self.root, version)
             os.rename(self._tmp, final)
             self._tmp = None
             latest_tmp = self.root / (LATEST_FILE + ".tmp")
@@ -453,7 +466,7 @@ def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | No
             if v is None:
                 raise FileNotFoundError(f"{path} holds no published index (no {LATEST_FILE} "
                                         f"and no {MANIFEST_FILE})")
-            vdir = path / _version_name(v)
+            vdir = version_dir(path, v)
         else:
             vdir = path
         try:
