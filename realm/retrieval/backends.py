@@ -2,7 +2,7 @@
 
 ===============  ==========================================================================
 ``exact``        :class:`realm.index.exact.ExactIndex` (torch, fp32): the reference
-``faiss-flat``   FAISS ``IndexFlatIP``: exact too (float summation order may differ)
+``faiss-flat``   FAISS ``IndexFlatIP``: exact scores; of blocks tied at the k-th score it keeps any
 ``faiss-hnsw``   FAISS HNSW graph (``M=32, ef_construction=128, ef_search=256``): approximate
 ``faiss-ivfpq``  FAISS IVF-PQ with exact re-ranking of ``10 k`` candidates: approximate, compressed
 ===============  ==========================================================================
@@ -43,8 +43,9 @@ def build_backend(embeddings: np.ndarray | torch.Tensor, backend: str = "exact",
 
 def ivfpq_params(num_blocks: int, dim: int) -> dict:
     """IVF-PQ build parameters that train on ``num_blocks`` vectors: ``m`` sub-quantizers dividing ``dim``
-    (at most 16), codebooks of ``2**nbits <= num_blocks`` entries (at most 256), ``4 sqrt(N)`` cells."""
+    (at most 16), codebooks of ``2**nbits <= num_blocks`` entries (at most 256), ``4 sqrt(N)`` cells (at most
+    ``N / 39``, FAISS' training minimum) and ``4 sqrt(cells)`` of them visited per query."""
     m = max(d for d in range(1, min(16, dim) + 1) if dim % d == 0)
     nbits = max(1, min(8, int(math.log2(max(2, num_blocks)))))
     nlist = max(1, min(int(4 * math.sqrt(num_blocks)), num_blocks // 39))
-    return {"m": m, "nbits": nbits, "nlist": nlist, "nprobe": min(16, nlist)}
+    return {"m": m, "nbits": nbits, "nlist": nlist, "nprobe": min(nlist, max(16, round(4 * math.sqrt(nlist))))}

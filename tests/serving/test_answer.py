@@ -20,6 +20,7 @@ from realm.data.world import generate_world, write_world
 from realm.evaluation.qa import predict
 from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever
+from realm.retrieval import DenseRetrieval
 from realm.serving.answer import Answerer, format_answer, highlight
 from realm.serving.qa_run import IndexedCorpus, add_corpus_version, export_qa_run
 
@@ -104,8 +105,8 @@ def test_ask_returns_answer_and_evidence(answerer):
 
 def test_matches_predict(answerer, run):
     corpus = answerer.corpus
-    ref = predict(Retriever.load(run / "retriever"), SpanReader.load(run / "reader"), corpus.store, corpus.embeddings,
-                  [QAExample(q, ()) for q in QUESTIONS], k=4)
+    ref = predict(DenseRetrieval(Retriever.load(run / "retriever"), corpus.store, corpus.embeddings),
+                  SpanReader.load(run / "reader"), [QAExample(q, ()) for q in QUESTIONS], k=4)
     for q, r in zip(QUESTIONS, ref):
         out = answerer.ask(q, k=4)
         assert out["answer"] == r["prediction"]
