@@ -80,7 +80,7 @@ class Answerer:
         self.backend = run_backend(self.info)
         self.retriever = Retriever.load(self.run_dir / "retriever", map_location=self.device).eval()
         self.reader = SpanReader.load(self.run_dir / "reader", map_location=self.device).eval()
-        self._served = self._load()
+        self._live = self._load()
         self.problem: str | None = None  # why the newest index is not served (for /health); None when all is well
         self._reload_lock = threading.Lock()  # one reload at a time (the swap itself is one assignment)
         self._stats_lock = threading.Lock()
@@ -116,15 +116,15 @@ class Answerer:
 
     @property
     def corpus(self) -> IndexedCorpus:
-        return self._served.corpus
+        return self._live.corpus
 
     @property
     def retrieval(self) -> DenseRetrieval:
-        return self._served.retrieval
+        return self._live.retrieval
 
     @property
     def index_version(self) -> int:
-        return self._served.corpus.manifest.version
+        return self._live.corpus.manifest.version
 
     def reload(self) -> bool:
         """Serve the index version ``RUN/index/LATEST`` names if it is not the one served; True if swapped.
@@ -144,8 +144,8 @@ class Answerer:
             self.problem = None
             if new.corpus.manifest.version == self.index_version:
                 return False  # LATEST moved back between the two reads
-            old = self._served.corpus.manifest
-            self._served = new  # atomic: a batch in flight keeps the reference it took
+            old = self._live.corpus.manifest
+            self._live = new  # atomic: a batch in flight keeps the reference it took
             with self._stats_lock:
                 self._reloads += 1
             log.info("index v%d (corpus %s) -> v%d (corpus %s)", old.version, old.corpus_hash,
@@ -259,7 +259,7 @@ class Answerer:
             groups: dict[int, list] = {}
             for it in batch:
                 groups.setdefault(it[1], []).append(it)
-            served = self._served  # one consistent (corpus, embeddings, retrieval) for the whole batch
+            served = self._live  # one consistent (corpus, embeddings, retrieval) for the whole batch
             for k, items in groups.items():
                 live = [it for it in items if it[2].set_running_or_notify_cancel()]
                 for start in range(0, len(live), self.max_batch):
@@ -289,7 +289,7 @@ class Answerer:
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict:
         """Index version, corpus size, requests served and latency percentiles (ms, rolling window)."""
-        corpus = self._served.corpus
+        corpus = self._live.corpus
         with self._stats_lock:
             lat = np.array(self._latencies, dtype=np.float64) * 1000
             served, failed, reloads = self._served, self._failed, self._reloads
