@@ -46,14 +46,14 @@ def embed_questions(query_encoder: torch.nn.Module, store: BlockStore, questions
 class DenseRetrieval:
     """Top-k blocks for questions by inner product with ``embeddings`` [N, d] (float32).
 
-    ``backend``: ``index.backend`` (see :mod:`realm.retrieval.backends`), or pass a built ``index``.
-    ``bf16``: autocast the query encoder. The embeddings are kept as a tensor on ``device``.
+    ``backend``: ``index.backend`` (see :mod:`realm.retrieval.backends`), built once here. ``bf16``: autocast
+    the query encoder. The embeddings are kept as a tensor on ``device`` (the exact backend shares it).
     """
 
     kind = "dense"
 
     def __init__(self, retriever: Retriever, store: BlockStore, embeddings, backend: str = "exact",
-                 device: torch.device | str = "cpu", bf16: bool = False, index=None):
+                 device: torch.device | str = "cpu", bf16: bool = False):
         emb = embeddings if isinstance(embeddings, torch.Tensor) else np.asarray(embeddings)
         if emb.dtype == np.uint16:
             raise ValueError("embeddings hold bf16 bits: convert with realm.index.store.to_float32 first")
@@ -64,10 +64,8 @@ class DenseRetrieval:
             self.emb = emb.detach().to(self.device, torch.float32)
         else:
             self.emb = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)).to(self.device)
-        self.backend = backend  # what ``index`` is when one is passed
-        self.index = index if index is not None else build_backend(self.emb, backend, self.device)
-        if len(self.index) != len(store):
-            raise ValueError(f"the index holds {len(self.index)} blocks; the corpus has {len(store)}")
+        self.backend = backend
+        self.index = build_backend(self.emb, backend, self.device)
 
     # ---- constructors
     @classmethod

@@ -100,7 +100,7 @@ class Answerer:
     def _load(self) -> Served:
         """The newest index version, its corpus and its retrieval, completely built."""
         # checksums verified; paths confined to the run folder
-        corpus = IndexedCorpus.load(self.run_dir, backend=self.backend, device=self.device)
+        corpus = IndexedCorpus.load(self.run_dir)
         store = corpus.store
         _ = store.docs, store.tokenizer  # load lazily-read parts now, not on the first request
         bad = int((~np.isfinite(corpus.embeddings)).sum())
@@ -110,8 +110,8 @@ class Answerer:
         if corpus.embeddings.shape[1] != self.retriever.query.dense.out_features:
             raise ValueError(f"{self.run_dir}: index v{corpus.manifest.version} has dim {corpus.embeddings.shape[1]}, "
                              f"the query encoder {self.retriever.query.dense.out_features}")
-        retrieval = DenseRetrieval(self.retriever, store, corpus.embeddings, self.backend, self.device, self.bf16,
-                                   index=corpus.index.index)
+        # the search backend is built here, once per version, over the embeddings already on the device
+        retrieval = DenseRetrieval(self.retriever, store, corpus.embeddings, self.backend, self.device, self.bf16)
         return Served(corpus, retrieval)
 
     @property

@@ -33,10 +33,10 @@ def evaluate_run(run_dir: str | Path, qa_file: str | Path, k: int | None = None,
     examples = read_qa(qa_file)
     k = k or int(info["top_k"])
     backend = run_backend(info)
-    indexed = IndexedCorpus.load(run_dir, backend=backend, device=device)
+    indexed = IndexedCorpus.load(run_dir)
     retriever = Retriever.load(run_dir / "retriever").eval()
     reader = SpanReader.load(run_dir / "reader").eval()
-    retrieval = DenseRetrieval(retriever, indexed.store, indexed.embeddings, backend, device, index=indexed.index.index)
+    retrieval = DenseRetrieval(retriever, indexed.store, indexed.embeddings, backend, device)
     metrics = evaluate_qa(retrieval, reader, examples, k=k, batch_size=batch_size, device=device,
                           predictions_path=out)
     return {"run": str(run_dir), "qa": str(qa_file), "index_version": indexed.manifest.version,

@@ -82,7 +82,7 @@ class IndexedCorpus:
     """One consistent (corpus, index version) pair, as published together."""
 
     store: BlockStore
-    index: IndexVersion  # embeddings [N, d] float32 in memory, manifest, the search backend (if built)
+    index: IndexVersion  # embeddings [N, d] float32 in memory + manifest (the search backend is built by the user)
 
     @property
     def embeddings(self) -> np.ndarray:
@@ -93,13 +93,11 @@ class IndexedCorpus:
         return self.index.manifest
 
     @classmethod
-    def load(cls, run: str | Path, version: int | None = None, backend: str | None = None,
-             device=None) -> "IndexedCorpus":
-        """The version ``LATEST`` names (or ``version``), with its corpus; ``backend``: build that search
-        backend too (see :func:`realm.retrieval.open_version`)."""
+    def load(cls, run: str | Path, version: int | None = None) -> "IndexedCorpus":
+        """The version ``LATEST`` names (or ``version``), with its corpus (checksums verified)."""
         run = Path(run)
         root = run / "index"
-        indexed = open_version(root, version, backend=backend, device=device)
+        indexed = open_version(root, version, backend=None)
         manifest = indexed.manifest
         corpus_dir = manifest.extra.get("corpus_dir")
         if not corpus_dir:
