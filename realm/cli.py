@@ -106,16 +106,17 @@ def cmd_index_build(args) -> int:
 def cmd_eval_retrieval(args) -> int:
     from realm.data.qa import read_qa
     from realm.evaluation.retrieval import DEFAULT_KS, evaluate_retrieval, format_table
-    from realm.evaluation.searchers import bm25_searcher, dense_searcher
+    from realm.retrieval import BM25Retrieval, DenseRetrieval
 
     cfg = _config(args)
     store = _store(args.corpus)
     examples = read_qa(args.qa)
     rows = []
     if args.bm25:
-        rows.append(evaluate_retrieval(bm25_searcher(store), store, examples, name="bm25"))
+        rows.append(evaluate_retrieval(BM25Retrieval(store), store, examples, name="bm25"))
     for path in args.retriever or []:
-        search = dense_searcher(path, store, index=args.index, device=cfg.device)
+        search = DenseRetrieval.from_index(path, store, args.index, cfg.index.backend, cfg.device) if args.index \
+            else DenseRetrieval.from_corpus(path, store, cfg.index.backend, cfg.device)
         rows.append(evaluate_retrieval(search, store, examples, name=str(path)))
     if not rows:
         raise FileNotFoundError("nothing to evaluate: pass --retriever DIR and/or --bm25")

@@ -142,9 +142,10 @@ class Experiment:
 
     def dev_recall(self, retriever) -> dict:
         from realm.evaluation.retrieval import evaluate_retrieval
-        from realm.evaluation.searchers import dense_searcher
+        from realm.retrieval import DenseRetrieval
 
-        search = dense_searcher(retriever, self.store, device=self.cfg.device, bf16=self.cfg.index.bf16)
+        search = DenseRetrieval.from_corpus(retriever, self.store, self.cfg.index.backend, self.cfg.device,
+                                            block_bf16=self.cfg.index.bf16)
         res = evaluate_retrieval(search, self.store, self.qa["dev"], ks=(1, 5, 20))
         return {k: v for k, v in res.items() if k.startswith("recall@")}
 
@@ -184,18 +185,21 @@ class Experiment:
     def read_and_evaluate(self, name: str, reader, retriever=None, embeddings=None, bm25=None,
                           cfg: RunConfig | None = None) -> SystemResult:
         from realm.evaluation.qa import evaluate_qa
+        from realm.retrieval import BM25Retrieval, DenseRetrieval
         from realm.training.finetune import finetune
 
         folder = self.stages / name
         mode = "bm25" if bm25 is not None else "dense"
-        summary = finetune(cfg or self.cfg, self.store, embeddings, retriever, reader, self.qa["train"], folder,
+        cfg = cfg or self.cfg
+        summary = finetune(cfg, self.store, embeddings, retriever, reader, self.qa["train"], folder,
                            progress=self.progress, retrieval=mode, bm25=bm25)
-        source = bm25 if bm25 is not None else retriever
+        source = BM25Retrieval(self.store, bm25, self.cfg.device) if bm25 is not None else \
+            DenseRetrieval(retriever, self.store, embeddings, cfg.index.backend, self.cfg.device)
         k, bs = self.cfg.reader.top_k, self.cfg.experiment.eval_batch_size
-        dev = evaluate_qa(source, reader, self.store, embeddings, self.qa["dev"], k=k, batch_size=bs,
-                          device=self.cfg.device, predictions_path=folder / "dev_predictions.jsonl")
-        test = evaluate_qa(source, reader, self.store, embeddings, self.qa["test"], k=k, batch_size=bs,
-                           device=self.cfg.device, predictions_path=folder / "test_predictions.jsonl")
+        dev = evaluate_qa(source, reader, self.qa["dev"], k=k, batch_size=bs, device=self.cfg.device,
+                          predictions_path=folder / "dev_predictions.jsonl")
+        test = evaluate_qa(source, reader, self.qa["test"], k=k, batch_size=bs, device=self.cfg.device,
+                           predictions_path=folder / "test_predictions.jsonl")
         return SystemResult(name, dev_em=dev["exact_match"], test_em=test["exact_match"],
                             finetuned_recall5=dev.get(f"recall@{k}"), test_recall5=test.get(f"recall@{k}"),
                             notes={"no_correct_span_frac": summary.get("no_correct_span_frac")})
@@ -205,19 +209,21 @@ class Experiment:
         import torch
 
         from realm.evaluation.retrieval import evaluate_retrieval
-        from realm.evaluation.searchers import bm25_searcher, dense_searcher
         from realm.models.retriever import Retriever
+        from realm.retrieval import BM25Retrieval, DenseRetrieval
 
         tok = self.store.tokenizer
+        ic = self.cfg.index
         torch.manual_seed(self.cfg.seed)
-        candidates = [("BM25", bm25_searcher(self.store)),
-                      ("dense, untrained", dense_searcher(Retriever.build(self.cfg.retriever, tok.vocab_size, tok.pad_id),
-                                                         self.store, device=self.cfg.device, bf16=self.cfg.index.bf16))]
+        candidates = [("BM25", BM25Retrieval(self.store)),
+                      ("dense, untrained", DenseRetrieval.from_corpus(
+                          Retriever.build(self.cfg.retriever, tok.vocab_size, tok.pad_id), self.store, ic.backend,
+                          self.cfg.device, block_bf16=ic.bf16))]
         for label, folder in [("dense, ICT", self.stages / "ict" / "retriever"),
                               ("dense, ICT + REALM pretraining", self.stages / "realm_pretrain" / "retriever")]:
             if (folder / "retriever.json").exists():
-                candidates.append((label, dense_searcher(folder, self.store, device=self.cfg.device,
-                                                         bf16=self.cfg.index.bf16)))
+                candidates.append((label, DenseRetrieval.from_corpus(folder, self.store, ic.backend, self.cfg.device,
+                                                                     block_bf16=ic.bf16)))
         return [evaluate_retrieval(search, self.store, self.qa["dev"], name=label) for label, search in candidates]
 
     # ---- systems --------------------------------------------------------------------------------
@@ -235,13 +241,13 @@ class Experiment:
         return SystemResult("closed_book", dev_em=dev["em"], test_em=test["em"], reading=probe)
 
     def bm25_reader(self) -> SystemResult:
-        from realm.evaluation.searchers import bm25_searcher
         from realm.index.bm25 import BM25Index
         from realm.models.reader import SpanReader
+        from realm.retrieval import BM25Retrieval
 
         encoder = self.baseline_encoder()
         bm25 = BM25Index.build(self.store.search_texts())
-        zero = self.zero_shot_recall(bm25_searcher(self.store, bm25))
+        zero = self.zero_shot_recall(BM25Retrieval(self.store, bm25))
         probe = self.probe(encoder) if self.reading_on else {}
         reader = SpanReader.from_bert(encoder.bert, self.cfg.reader, self.cfg.retriever.query_len)
         res = self.read_and_evaluate("bm25_reader", reader, bm25=bm25)
@@ -250,13 +256,14 @@ class Experiment:
         return res
 
     def dense_reader(self, name: str, retriever, encoder, cfg: RunConfig | None = None) -> SystemResult:
-        from realm.evaluation.searchers import dense_searcher
         from realm.index.build import embed_blocks
         from realm.models.reader import SpanReader
+        from realm.retrieval import DenseRetrieval
 
         embeddings = embed_blocks(retriever.doc, self.store, batch_size=self.cfg.index.batch_size,
                                   bf16=self.cfg.index.bf16, device=self.cfg.device, progress=False)
-        zero = self.zero_shot_recall(dense_searcher(retriever, self.store, embeddings=embeddings, device=self.cfg.device))
+        backend = (cfg or self.cfg).index.backend
+        zero = self.zero_shot_recall(DenseRetrieval(retriever, self.store, embeddings, backend, self.cfg.device))
         probe = self.probe(encoder) if self.reading_on else {}
         reader = SpanReader.from_bert(encoder.bert, self.cfg.reader, self.cfg.retriever.query_len)
         res = self.read_and_evaluate(name, reader, retriever=retriever, embeddings=embeddings, cfg=cfg)
@@ -285,7 +292,7 @@ class Experiment:
             folder = self.stages / name
             export_qa_run(self.out / "model", Retriever.load(folder / "retriever"), SpanReader.load(folder / "reader"),
                           self.store, top_k=self.cfg.reader.top_k, source=str(folder), bf16=self.cfg.index.bf16,
-                          device=self.cfg.device)
+                          device=self.cfg.device, backend=self.cfg.index.backend)
         metrics = self.stages / pretrain_stage / "metrics.jsonl"
         if metrics.exists():
             from realm.training.logger import read_metrics

@@ -24,8 +24,7 @@ from realm.evaluation.retrieval import recall_at_k
 from realm.models.bert import autocast
 from realm.models.inputs import Specials
 from realm.models.reader import SpanReader, reader_inputs
-from realm.models.retriever import Retriever
-from realm.training.finetune import BlockRetrieval
+from realm.retrieval import Retrieval
 
 
 def span_to_text(store: BlockStore, block: int, tok_start: int, tok_end: int) -> tuple[str, int, int]:
@@ -36,23 +35,20 @@ def span_to_text(store: BlockStore, block: int, tok_start: int, tok_end: int) ->
     return text[start:end], int(start), int(end)
 
 
-def _source(retriever_or_bm25, store, embeddings, k, device, bf16) -> BlockRetrieval:
-    if isinstance(retriever_or_bm25, Retriever):
-        return BlockRetrieval("dense", store, k, embeddings, retriever_or_bm25, device=device, bf16=bf16)
-    if hasattr(retriever_or_bm25, "search"):
-        return BlockRetrieval("bm25", store, k, bm25=retriever_or_bm25, device=device)
-    raise TypeError(f"expected a Retriever or a BM25Index, got {type(retriever_or_bm25).__name__}")
-
-
 @torch.inference_mode()
-def predict(retriever_or_bm25, reader: SpanReader, store: BlockStore, embeddings, examples: Sequence[QAExample],
-            k: int = 5, batch_size: int = 8, device: str | torch.device = "cpu", bf16: bool = False) -> list[dict]:
-    """One prediction record per example (see :func:`write_predictions` for the fields); ``bf16``: autocast."""
+def predict(retrieval: Retrieval, reader: SpanReader, examples: Sequence[QAExample], k: int = 5, batch_size: int = 8,
+            device: str | torch.device = "cpu", bf16: bool = False) -> list[dict]:
+    """One prediction record per example (see :func:`write_predictions` for the fields).
+
+    ``retrieval``: a :class:`realm.retrieval.DenseRetrieval` or :class:`~realm.retrieval.BM25Retrieval`
+    (its ``store`` is the corpus read); ``bf16``: autocast the reader.
+    """
     device = torch.device(device)
+    store = retrieval.store
     tok = store.tokenizer
     sp = Specials.of(tok)
-    blocks = _source(retriever_or_bm25, store, embeddings, k, device, bf16)
-    was_training = [(m, m.training) for m in (reader, retriever_or_bm25) if isinstance(m, torch.nn.Module)]
+    was_training = [(m, m.training) for m in (reader, getattr(retrieval, "retriever", None))
+                    if isinstance(m, torch.nn.Module)]
     for m, _ in was_training:
         m.eval()
     reader.to(device)
@@ -62,7 +58,7 @@ def predict(retriever_or_bm25, reader: SpanReader, store: BlockStore, embeddings
             batch = list(examples[s:s + batch_size])
             questions = [e.question for e in batch]
             q_ids = [e.ids for e in tok.encode_batch(questions)]
-            ids, ret_logits = blocks(questions, q_ids)
+            ids, ret_logits = retrieval.retrieve(questions, q_ids, k)
             bsz, kk = ids.shape
             inputs, body_start, body_end, _ = reader_inputs(reader, q_ids, ids, store, sp)
             with autocast(device, bf16):
@@ -108,11 +104,11 @@ def _record(store, ex: QAExample, ids, ret, probs, joint, starts, ends, body_sta
     return rec
 
 
-def evaluate_qa(retriever_or_bm25, reader: SpanReader, store: BlockStore, embeddings, examples: Sequence[QAExample],
-                k: int = 5, batch_size: int = 8, device: str | torch.device = "cpu",
-                predictions_path: str | Path | None = None, bf16: bool = False) -> dict:
+def evaluate_qa(retrieval: Retrieval, reader: SpanReader, examples: Sequence[QAExample], k: int = 5,
+                batch_size: int = 8, device: str | torch.device = "cpu", predictions_path: str | Path | None = None,
+                bf16: bool = False) -> dict:
     """Exact match and recall@{1,k} (over the blocks the reader read); optionally writes predictions."""
-    preds = predict(retriever_or_bm25, reader, store, embeddings, examples, k, batch_size, device, bf16)
+    preds = predict(retrieval, reader, examples, k, batch_size, device, bf16)
     if predictions_path is not None:
         write_predictions(predictions_path, preds)
     kk = max((len(p["evidence"]) for p in preds), default=0)
@@ -120,9 +116,8 @@ def evaluate_qa(retriever_or_bm25, reader: SpanReader, store: BlockStore, embedd
     for i, p in enumerate(preds):
         for j, e in enumerate(p["evidence"]):
             hits[i, j] = e["has_answer"]
-    mode = "dense" if isinstance(retriever_or_bm25, Retriever) else "bm25"
     em = float(np.mean([p["correct"] for p in preds])) if preds else 0.0
-    return {"retrieval": mode, "questions": len(preds), "exact_match": em, **recall_at_k(hits, sorted({1, k}))}
+    return {"retrieval": retrieval.kind, "questions": len(preds), "exact_match": em, **recall_at_k(hits, sorted({1, k}))}
 
 
 def write_predictions(path: str | Path, preds: Sequence[dict]) -> Path:

@@ -7,38 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, has_answer
-from realm.index.exact import ExactIndex
-from realm.models.bert import autocast
-from realm.models.inputs import Specials, query_inputs
+from realm.retrieval import Searcher
 
 DEFAULT_KS = (1, 5, 20, 100)
-
-
-@torch.inference_mode()
-def embed_questions(query_encoder: torch.nn.Module, store: BlockStore, questions: Sequence[str], query_len: int,
-                    batch_size: int = 256, bf16: bool = False, device="cpu") -> np.ndarray:
-    tok = store.tokenizer
-    sp = Specials.of(tok)
-    was_training = query_encoder.training
-    query_encoder.eval()
-    out = []
-    for s in range(0, len(questions), batch_size):
-        ids = [e.ids for e in tok.encode_batch(list(questions[s:s + batch_size]))]
-        inputs = {k: v.to(device) for k, v in query_inputs(ids, sp, query_len).items()}
-        with autocast(device, bf16):
-            out.append(query_encoder(**inputs).float().cpu().numpy())
-    query_encoder.train(was_training)
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
-
-
-def dense_search(retriever, store: BlockStore, embeddings: np.ndarray, questions: Sequence[str], k: int,
-                 device="cpu") -> tuple[np.ndarray, np.ndarray]:
-    q = embed_questions(retriever.query, store, questions, retriever.query_len, device=device)
-    return ExactIndex(embeddings).search(q, min(k, len(store)))
 
 
 def answer_hits(store: BlockStore, ids: np.ndarray, examples: Sequence[QAExample]) -> np.ndarray:
@@ -63,11 +37,11 @@ def recall_at_k(hits: np.ndarray, ks: Sequence[int] = DEFAULT_KS) -> dict[str, f
     return {f"recall@{k}": float(hits[:, :k].any(axis=1).mean()) for k in ks}
 
 
-def evaluate_retrieval(search_fn, store: BlockStore, examples: Sequence[QAExample], ks: Sequence[int] = DEFAULT_KS,
-                       out: str | Path | None = None, name: str = "") -> dict:
-    """Run ``search_fn(questions, k) -> (scores, ids)`` and report recall@k for every k in ``ks``."""
+def evaluate_retrieval(searcher: Searcher, store: BlockStore, examples: Sequence[QAExample],
+                       ks: Sequence[int] = DEFAULT_KS, out: str | Path | None = None, name: str = "") -> dict:
+    """Run ``searcher.search(questions, k)`` (:mod:`realm.retrieval`) and report recall@k for every k in ``ks``."""
     kmax = min(max(ks), len(store))
-    _, ids = search_fn([e.question for e in examples], kmax)
+    _, ids = searcher.search([e.question for e in examples], kmax)
     result = {"retriever": name, "questions": len(examples), **recall_at_k(answer_hits(store, ids, examples), ks)}
     if out is not None:
         Path(out).write_text(json.dumps(result, indent=2))

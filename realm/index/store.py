@@ -232,6 +232,19 @@ def _version_name(v: int) -> str:
     return f"v{v:06d}"
 
 
+def version_dir(root: str | os.PathLike, version: int) -> Path:
+    """The folder of index version ``version`` under ``root`` (``root/vNNNNNN``): the one place that names it."""
+    return Path(root) / _version_name(int(version))
+
+
+def version_number(path: str | os.PathLike) -> int:
+    """The version number of a version folder (``.../v000003`` -> 3)."""
+    m = _VERSION_RE.match(Path(path).name)
+    if not m:
+        raise ValueError(f"{path} is not an index version folder (vNNNNNN)")
+    return int(m.group(1))
+
+
 def latest_version(root: str | os.PathLike) -> int | None:
     """Version number named by ``root/LATEST``, or None if nothing was published."""
     try:
@@ -287,7 +300,7 @@ def _prune(root: Path, keep: int) -> None:
 
 def _discard(root: Path, v: int) -> None:
     trash = root / f".trash-{_version_name(v)}-{uuid.uuid4().hex[:8]}"
-    os.rename(root / _version_name(v), trash)  # atomic: readers see all or nothing
+    os.rename(version_dir(root, v), trash)  # atomic: readers see all or nothing
     shutil.rmtree(trash, ignore_errors=True)
 
 
@@ -301,7 +314,7 @@ def drop_versions_after(root, encoder_step: int) -> int:
             shutil.rmtree(p, ignore_errors=True)
         for v in _list_versions(root):
             try:
-                step = json.loads((root / _version_name(v) / MANIFEST_FILE).read_text()).get("encoder_step", 0)
+                step = json.loads((version_dir(root, v) / MANIFEST_FILE).read_text()).get("encoder_step", 0)
             except (OSError, ValueError):
                 step = encoder_step + 1  # unreadable: never published completely, or damaged
             if step > encoder_step:
@@ -403,6 +416,7 @@ class IndexWriter:
         files = {EMBEDDINGS_FILE: file_record(self._tmp / EMBEDDINGS_FILE)}
         self.path = publish_folder(self.root, self._tmp, keep=self.keep, num_blocks=self.num_blocks, dim=self.dim,
                                    dtype=self.dtype, files=files, **self.fields)
+        self._tmp = None
 
 
 def publish_folder(root: Path, tmp: Path, *, keep: int, **manifest_fields) -> Path:
@@ -416,7 +430,7 @@ def publish_folder(root: Path, tmp: Path, *, keep: int, **manifest_fields) -> Pa
                                  **manifest_fields)
         _write_synced(tmp / MANIFEST_FILE, json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
         _fsync_path(tmp)
-        final = root / _version_name(version)
+        final = version_dir(root, version)
         os.rename(tmp, final)
         latest_tmp = root / (LATEST_FILE + ".tmp")
         _write_synced(latest_tmp, final.name + "\n")
@@ -519,7 +533,7 @@ def open_index(path, expect_corpus_hash: str | None = None, expect_dim: int | No
             if v is None:
                 raise FileNotFoundError(f"{path} holds no published index (no {LATEST_FILE} "
                                         f"and no {MANIFEST_FILE})")
-            vdir = path / _version_name(v)
+            vdir = version_dir(path, v)
         else:
             vdir = path
         try:

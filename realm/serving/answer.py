@@ -1,10 +1,11 @@
 """The question-answering service object behind ``realm ask`` and ``realm serve``.
 
 :class:`Answerer` loads a servable run folder (:mod:`realm.serving.qa_run`) once: the retriever's
-query encoder, the span reader, and the current :class:`~realm.serving.qa_run.IndexedCorpus`
-(a consistent corpus + embeddings pair). :meth:`Answerer.ask` retrieves the top-k blocks, reads them
-and returns the best span with its evidence (:func:`realm.evaluation.qa.predict` does the work, so
-serving and evaluation share one code path).
+query encoder, the span reader, the current :class:`~realm.serving.qa_run.IndexedCorpus` (a consistent
+corpus + embeddings pair) and, built once per index version, its :class:`realm.retrieval.DenseRetrieval`
+(the search backend ``run.json`` names). :meth:`Answerer.ask` retrieves the top-k blocks, reads them and
+returns the best span with its evidence (:func:`realm.evaluation.qa.predict` does the work, so serving
+and evaluation share one code path).
 
 Concurrency: one worker thread owns the models. :meth:`~Answerer.ask` enqueues the question and waits;
 the worker takes every question waiting at that moment (up to ``max_batch``), groups them by ``k`` and
@@ -12,9 +13,9 @@ answers each group in one batched forward pass. At low load a question is answer
 wait); under load, batching raises throughput. Nothing else touches the models, so ``ask`` is safe
 from any number of threads.
 
-Index updates: :meth:`~Answerer.reload` loads the version ``RUN/index/LATEST`` names, fully, before
-swapping it in with one reference assignment; a batch in flight keeps the corpus it started with, so a
-request never mixes two corpus versions. :meth:`~Answerer.watch` polls ``LATEST`` (at most once per
+Index updates: :meth:`~Answerer.reload` loads the version ``RUN/index/LATEST`` names and builds its
+retrieval, fully, before swapping the pair in with one reference assignment; a batch in flight keeps the
+pair it started with, so a request never mixes two corpus versions. Nothing is rebuilt per request. :meth:`~Answerer.watch` polls ``LATEST`` (at most once per
 interval) and reloads when it changes.
 """
 
@@ -27,20 +28,30 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from realm.data.qa import QAExample
-from realm.index.store import IndexCorruptError
+from realm.index.store import IndexCorruptError, version_dir
+from realm.retrieval import DenseRetrieval
 from realm.serving.formatting import format_answer, highlight  # noqa: F401 - re-exported (realm ask, tests)
-from realm.serving.qa_run import IndexedCorpus, current_version, read_run_info
+from realm.serving.qa_run import IndexedCorpus, current_version, read_run_info, run_backend
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_K = 20
 LATENCY_WINDOW = 1000  # requests kept for the latency percentiles
+
+
+@dataclass(frozen=True)
+class Served:
+    """What one index version serves with: the corpus + embeddings pair and the retrieval over it."""
+
+    corpus: IndexedCorpus
+    retrieval: DenseRetrieval
 
 
 class Answerer:
@@ -66,9 +77,10 @@ class Answerer:
         self.max_batch = max(1, int(max_batch))
         self.device = torch.device(device)
         self.bf16 = bf16
+        self.backend = run_backend(self.info)
         self.retriever = Retriever.load(self.run_dir / "retriever", map_location=self.device).eval()
         self.reader = SpanReader.load(self.run_dir / "reader", map_location=self.device).eval()
-        self._corpus = self._load_corpus()
+        self._live = self._load()
         self.problem: str | None = None  # why the newest index is not served (for /health); None when all is well
         self._reload_lock = threading.Lock()  # one reload at a time (the swap itself is one assignment)
         self._stats_lock = threading.Lock()
@@ -85,26 +97,34 @@ class Answerer:
         self._stop_watch = threading.Event()
 
     # ------------------------------------------------------------------ loading
-    def _load_corpus(self) -> IndexedCorpus:
-        corpus = IndexedCorpus.load(self.run_dir)  # checksums verified; paths confined to the run folder
+    def _load(self) -> Served:
+        """The newest index version, its corpus and its retrieval, completely built."""
+        # checksums verified; paths confined to the run folder
+        corpus = IndexedCorpus.load(self.run_dir)
         store = corpus.store
         _ = store.docs, store.tokenizer  # load lazily-read parts now, not on the first request
         bad = int((~np.isfinite(corpus.embeddings)).sum())
         if bad:  # a diverged encoder writes NaN with valid checksums: refuse rather than answer from it
-            raise IndexCorruptError(f"{self.run_dir / 'index' / f'v{corpus.manifest.version:06d}' / 'embeddings.npy'}: "
+            raise IndexCorruptError(f"{version_dir(self.run_dir / 'index', corpus.manifest.version) / 'embeddings.npy'}: "
                                     f"{bad} non-finite values; this index cannot be served")
         if corpus.embeddings.shape[1] != self.retriever.query.dense.out_features:
             raise ValueError(f"{self.run_dir}: index v{corpus.manifest.version} has dim {corpus.embeddings.shape[1]}, "
                              f"the query encoder {self.retriever.query.dense.out_features}")
-        return corpus
+        # the search backend is built here, once per version, over the embeddings already on the device
+        retrieval = DenseRetrieval(self.retriever, store, corpus.embeddings, self.backend, self.device, self.bf16)
+        return Served(corpus, retrieval)
 
     @property
     def corpus(self) -> IndexedCorpus:
-        return self._corpus
+        return self._live.corpus
+
+    @property
+    def retrieval(self) -> DenseRetrieval:
+        return self._live.retrieval
 
     @property
     def index_version(self) -> int:
-        return self._corpus.manifest.version
+        return self._live.corpus.manifest.version
 
     def reload(self) -> bool:
         """Serve the index version ``RUN/index/LATEST`` names if it is not the one served; True if swapped.
@@ -114,22 +134,22 @@ class Answerer:
         """
         with self._reload_lock:
             latest = current_version(self.run_dir)
-            if latest is None or latest == self._corpus.manifest.version:
+            if latest is None or latest == self.index_version:
                 return False
             try:
-                new = self._load_corpus()
+                new = self._load()
             except Exception as e:
                 self.problem = f"index v{latest} could not be loaded, still serving v{self.index_version}: {e}"
                 raise
             self.problem = None
-            if new.manifest.version == self._corpus.manifest.version:
+            if new.corpus.manifest.version == self.index_version:
                 return False  # LATEST moved back between the two reads
-            old = self._corpus
-            self._corpus = new  # atomic: a batch in flight keeps the reference it took
+            old = self._live.corpus.manifest
+            self._live = new  # atomic: a batch in flight keeps the reference it took
             with self._stats_lock:
                 self._reloads += 1
-            log.info("index v%d (corpus %s) -> v%d (corpus %s)", old.manifest.version, old.manifest.corpus_hash,
-                     new.manifest.version, new.manifest.corpus_hash)
+            log.info("index v%d (corpus %s) -> v%d (corpus %s)", old.version, old.corpus_hash,
+                     new.corpus.manifest.version, new.corpus.manifest.corpus_hash)
             return True
 
     def watch(self, interval: float = 1.0) -> None:
@@ -239,37 +259,37 @@ class Answerer:
             groups: dict[int, list] = {}
             for it in batch:
                 groups.setdefault(it[1], []).append(it)
-            corpus = self._corpus  # one consistent (corpus, embeddings) for the whole batch
+            served = self._live  # one consistent (corpus, embeddings, retrieval) for the whole batch
             for k, items in groups.items():
                 live = [it for it in items if it[2].set_running_or_notify_cancel()]
                 for start in range(0, len(live), self.max_batch):
-                    self._answer(corpus, live[start:start + self.max_batch], k)
+                    self._answer(served, live[start:start + self.max_batch], k)
             if stop:
                 return
 
-    def _answer(self, corpus: IndexedCorpus, items: list, k: int) -> None:
+    def _answer(self, served: Served, items: list, k: int) -> None:
         """One forward pass for ``items`` ((question, k, future) triples); results or the error go to the futures."""
         try:
-            recs = self._predict(corpus, [q for q, _, _ in items], k)
+            recs = self._predict(served, [q for q, _, _ in items], k)
             for (_, _, fut), rec in zip(items, recs):
-                fut.set_result(answer_record(rec, corpus, k))
+                fut.set_result(answer_record(rec, served.corpus, k))
         except BaseException as e:  # noqa: BLE001 - handed to the waiting callers
             log.exception("answering %d question(s) failed", len(items))
             for _, _, fut in items:
                 if not fut.done():
                     fut.set_exception(e)
 
-    def _predict(self, corpus: IndexedCorpus, questions: list[str], k: int) -> list[dict]:
+    def _predict(self, served: Served, questions: list[str], k: int) -> list[dict]:
         from realm.evaluation.qa import predict
 
         examples = [QAExample(q, ()) for q in questions]
-        return predict(self.retriever, self.reader, corpus.store, corpus.embeddings, examples, k=k,
-                       batch_size=len(examples), device=self.device, bf16=self.bf16)
+        return predict(served.retrieval, self.reader, examples, k=k, batch_size=len(examples), device=self.device,
+                       bf16=self.bf16)
 
     # ------------------------------------------------------------------ stats
     def stats(self) -> dict:
         """Index version, corpus size, requests served and latency percentiles (ms, rolling window)."""
-        corpus = self._corpus
+        corpus = self._live.corpus
         with self._stats_lock:
             lat = np.array(self._latencies, dtype=np.float64) * 1000
             served, failed, reloads = self._served, self._failed, self._reloads

@@ -2,8 +2,8 @@
 
 The run is any folder that ``realm ask`` serves (``realm experiment``/``realm demo`` output, or a
 ``RealmForOpenQA`` checkpoint imported with ``realm convert from-hf-realm``). Questions are
-retrieved and read in batches of ``--batch-size``: one query-encoder call and one exact top-k
-search per batch, then one reader call over the batch's ``B x k`` (question, block) rows.
+retrieved and read in batches of ``--batch-size``: one query-encoder call and one top-k search
+(with the backend the run's ``run.json`` names) per batch, then one reader call over the batch's ``B x k`` (question, block) rows.
 
 Wired into :mod:`realm.cli` with ``register_evaluate(sub)``.
 """
@@ -25,17 +25,20 @@ def evaluate_run(run_dir: str | Path, qa_file: str | Path, k: int | None = None,
     from realm.evaluation.qa import evaluate_qa
     from realm.models.reader import SpanReader
     from realm.models.retriever import Retriever
-    from realm.serving.qa_run import IndexedCorpus, read_run_info
+    from realm.retrieval import DenseRetrieval
+    from realm.serving.qa_run import IndexedCorpus, read_run_info, run_backend
 
     run_dir = Path(run_dir)
     info = read_run_info(run_dir)
     examples = read_qa(qa_file)
     k = k or int(info["top_k"])
+    backend = run_backend(info)
     indexed = IndexedCorpus.load(run_dir)
     retriever = Retriever.load(run_dir / "retriever").eval()
     reader = SpanReader.load(run_dir / "reader").eval()
-    metrics = evaluate_qa(retriever, reader, indexed.store, indexed.embeddings, examples, k=k,
-                          batch_size=batch_size, device=device, predictions_path=out)
+    retrieval = DenseRetrieval(retriever, indexed.store, indexed.embeddings, backend, device)
+    metrics = evaluate_qa(retrieval, reader, examples, k=k, batch_size=batch_size, device=device,
+                          predictions_path=out)
     return {"run": str(run_dir), "qa": str(qa_file), "index_version": indexed.manifest.version,
             "blocks": len(indexed.store), "k": min(k, len(indexed.store)), **metrics,
             "predictions": str(out) if out else None}

@@ -2,7 +2,7 @@
 
 Layout::
 
-    RUN/run.json                 format version, top_k, what produced it
+    RUN/run.json                 format version, top_k, the search backend (``index.backend``), what produced it
     RUN/retriever/               query + document encoders (``Retriever.save``)
     RUN/reader/                  span reader (``SpanReader.save``)
     RUN/corpora/<corpus_hash>/   corpus folders (``BlockStore``), one per corpus version
@@ -27,8 +27,9 @@ import numpy as np
 
 from realm.data.blocks import BlockStore
 from realm.data.errors import InputError
-from realm.index.store import (IndexCorruptError, IndexManifest, file_record, latest_version, open_index, to_float32,
-                               verify_files)
+from realm.index.store import IndexCorruptError, IndexManifest, file_record, latest_version, verify_files
+from realm.retrieval.backends import BACKENDS
+from realm.retrieval.versions import IndexVersion, open_version
 
 FORMAT_VERSION = 1
 RUN_FILE = "run.json"
@@ -36,14 +37,19 @@ CORPUS_FILES = "files.json"  # in each RUN/corpora/<hash>/: size and sha256 of i
 
 
 def export_qa_run(out: str | Path, retriever, reader, store: BlockStore, top_k: int = 5, source: str = "",
-                  batch_size: int = 256, bf16: bool = True, device="cpu", progress: bool = False) -> Path:
-    """Write a servable run: models, a copy of the corpus, and an index embedded by the document encoder."""
+                  batch_size: int = 256, bf16: bool = True, device="cpu", progress: bool = False,
+                  backend: str = "exact") -> Path:
+    """Write a servable run: models, a copy of the corpus, and an index embedded by the document encoder.
+
+    ``backend`` (``index.backend``) is recorded in ``run.json``: the services search with it."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     retriever.save(out / "retriever")
     reader.save(out / "reader")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
     (out / RUN_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": "realm-openqa", "top_k": top_k,
-                                            "source": source, "created_at": _now()}, indent=2))
+                                            "backend": backend, "source": source, "created_at": _now()}, indent=2))
     add_corpus_version(out, store, retriever, batch_size=batch_size, bf16=bf16, device=device, progress=progress)
     return out
 
@@ -73,18 +79,26 @@ def add_corpus_version(run: str | Path, store: BlockStore, retriever=None, batch
 
 @dataclass
 class IndexedCorpus:
-    """One consistent (corpus, embeddings) pair, as published together."""
+    """One consistent (corpus, index version) pair, as published together."""
 
     store: BlockStore
-    embeddings: np.ndarray  # [N, d] float32, in memory
-    manifest: IndexManifest
+    index: IndexVersion  # embeddings [N, d] float32 in memory + manifest (the search backend is built by the user)
+
+    @property
+    def embeddings(self) -> np.ndarray:
+        return self.index.embeddings
+
+    @property
+    def manifest(self) -> IndexManifest:
+        return self.index.manifest
 
     @classmethod
     def load(cls, run: str | Path, version: int | None = None) -> "IndexedCorpus":
+        """The version ``LATEST`` names (or ``version``), with its corpus (checksums verified)."""
         run = Path(run)
         root = run / "index"
-        path = root if version is None else root / f"v{version:06d}"
-        emb, manifest = open_index(path)
+        indexed = open_version(root, version, backend=None)
+        manifest = indexed.manifest
         corpus_dir = manifest.extra.get("corpus_dir")
         if not corpus_dir:
             raise ValueError(f"{root}: index v{manifest.version} does not name its corpus (extra.corpus_dir)")
@@ -103,7 +117,7 @@ class IndexedCorpus:
             raise IndexCorruptError(f"{folder}: damaged corpus folder ({type(e).__name__}: {e})") from None
         if store.corpus_hash != manifest.corpus_hash:
             raise ValueError(f"{run / corpus_dir}: corpus hash {store.corpus_hash} != index's {manifest.corpus_hash}")
-        return cls(store, np.array(to_float32(emb, manifest), dtype=np.float32), manifest)
+        return cls(store, indexed)
 
 
 def _inside(run: Path, path: Path) -> bool:
@@ -129,6 +143,14 @@ def read_run_info(run: str | Path) -> dict:
     if info.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: format_version {info.get('format_version')}, expected {FORMAT_VERSION}")
     return info
+
+
+def run_backend(info: dict) -> str:
+    """The search backend a run's ``run.json`` names (runs written before it was recorded: ``exact``)."""
+    backend = info.get("backend", "exact")
+    if backend not in BACKENDS:
+        raise ValueError(f"{RUN_FILE}: unknown backend {backend!r}; one of {BACKENDS}")
+    return backend
 
 
 def current_version(run: str | Path) -> int | None:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from realm.config import CorpusConfig
 from realm.data.corpus import build_corpus, corpus_summary
+from realm.index.store import version_dir, version_number
 from realm.serving.qa_run import IndexedCorpus, add_corpus_version, read_run_info
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ def update_index_report(run_dir: str | Path, corpus_path: str | Path, skip_bad: 
                                   "examples": list(skipped.examples)}
         if store.corpus_hash == old.corpus_hash and not force:
             summary.update(unchanged=True, index_version=current.manifest.version,
-                           index_dir=str(run / "index" / f"v{current.manifest.version:06d}"))
+                           index_dir=str(version_dir(run / "index", current.manifest.version)))
             log.info("corpus unchanged (%s): index v%d kept", store.corpus_hash, current.manifest.version)
             return summary
         retriever = Retriever.load(run / "retriever")
@@ -64,7 +65,7 @@ def update_index_report(run_dir: str | Path, corpus_path: str | Path, skip_bad: 
             bf16 = bool(current.manifest.extra.get("bf16", False))
         path = add_corpus_version(run, store, retriever, batch_size=batch_size, bf16=bf16, device=device,
                                   progress=progress)
-    summary.update(unchanged=False, index_dir=str(path), index_version=int(path.name[1:]))
+    summary.update(unchanged=False, index_dir=str(path), index_version=version_number(path))
     return summary
 
 

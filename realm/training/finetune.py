@@ -12,8 +12,9 @@ the token right after it inside the body is not a word continuation (``##`` piec
 matches the start of "Varnholt". ``block_has_answer`` uses :func:`realm.data.qa.has_answer` on the
 block text (normalised whole-word match), as recall@k does.
 
-``retrieval="bm25"`` (the ``bm25_reader`` baseline) takes the blocks from a BM25 index; the BM25
-scores are the retrieval logits (constants) and only the reader trains.
+Retrieval comes from :mod:`realm.retrieval`: dense retrieval over the frozen block embeddings with the
+backend ``index.backend`` names, or ``retrieval="bm25"`` (the ``bm25_reader`` baseline): the blocks come
+from a BM25 index, the BM25 scores are the retrieval logits (constants) and only the reader trains.
 
 Recipe: ``setup`` (untie/freeze, optimiser, resume) -> ``train`` -> save ``RUN/reader/``, ``RUN/retriever/``.
 """
@@ -30,11 +31,10 @@ import torch
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, has_answer
-from realm.index.exact import ExactIndex
 from realm.models.bert import autocast
-from realm.models.inputs import Specials, query_inputs
-from realm.models.reader import INVALID_SPAN_SCORE, SpanReader, reader_inputs, span_index
+from realm.models.reader import SpanReader, reader_inputs, span_index
 from realm.models.retriever import Retriever
+from realm.retrieval import BM25Retrieval, DenseRetrieval
 from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import AnswerBank, substitute
 from realm.training.logger import MetricLogger
@@ -73,47 +73,8 @@ def correct_spans(bodies: list[np.ndarray], body_start: torch.Tensor, seq_len: i
     return torch.from_numpy(out)
 
 
-class BlockRetrieval:
-    """Top-k blocks + retrieval logits for a batch: dense over frozen embeddings, or BM25."""
-
-    def __init__(self, mode: str, store: BlockStore, k: int, embeddings=None, retriever: Retriever | None = None,
-                 bm25=None, device: torch.device | str = "cpu", bf16: bool = False):
-        if mode not in RETRIEVAL_MODES:
-            raise ValueError(f"retrieval must be one of {RETRIEVAL_MODES}, got {mode!r}")
-        self.mode, self.store, self.device, self.bf16 = mode, store, torch.device(device), bf16
-        self.k = min(k, len(store))
-        if mode == "dense":
-            if retriever is None or embeddings is None:
-                raise ValueError("dense retrieval needs a retriever and the block embeddings")
-            emb = np.asarray(embeddings)
-            if emb.dtype == np.uint16:
-                raise ValueError("embeddings hold bf16 bits: convert with realm.index.store.to_float32 first")
-            self.emb = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)).to(self.device)
-            self.index = ExactIndex(self.emb)
-            self.retriever = retriever
-        else:
-            if bm25 is None:
-                raise ValueError("retrieval='bm25' needs a BM25Index")
-            self.bm25 = bm25
-
-    def __call__(self, questions: list[str], question_ids: list[list[int]]) -> tuple[np.ndarray, torch.Tensor]:
-        """(block ids [B, K] (-1 = none), retrieval logits [B, K], with grad into the query encoder)."""
-        if self.mode == "bm25":
-            scores, ids = self.bm25.search(questions, self.k)
-            scores = np.where(ids >= 0, scores, INVALID_SPAN_SCORE).astype(np.float32)
-            return ids, torch.from_numpy(scores).to(self.device)
-        sp = Specials.of(self.store.tokenizer)
-        q_in = {k: v.to(self.device) for k, v in query_inputs(question_ids, sp, self.retriever.query_len).items()}
-        with autocast(self.device, self.bf16):  # no graph is built when the query encoder is frozen
-            q = self.retriever.embed_queries(q_in).float()
-        _, ids = self.index.search(q.detach(), self.k)
-        block_emb = self.emb[torch.from_numpy(ids).to(self.device)]  # constants: the index is frozen
-        return ids, torch.einsum("bd,bkd->bk", q, block_emb)
-
-
 def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Retriever | None, reader: SpanReader,
-             train: list[QAExample], run_dir: str | Path, dev: list[QAExample] | None = None, progress: bool = True,
-             retrieval: str = "dense", bm25=None, checkpoint_every: int | None = None, bf16: bool | None = None) -> dict:
+             train: list[QAExample], run_dir: str | Path, progress: bool = True, retrieval: str = "dense", bm25=None, checkpoint_every: int | None = None, bf16: bool | None = None) -> dict:
     """Fine-tune (or resume) ``reader`` (+ the query encoder) on ``train``; returns a summary dict.
 
     ``checkpoint_every`` / ``bf16`` default to ``cfg.finetune.checkpoint_every`` (0: only at the end) /
@@ -123,6 +84,12 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     bf16 = ft.bf16 if bf16 is None else bf16
     if not train:
         raise ValueError("no training questions")
+    if retrieval not in RETRIEVAL_MODES:
+        raise ValueError(f"retrieval must be one of {RETRIEVAL_MODES}, got {retrieval!r}")
+    if retrieval == "dense" and (retriever is None or index_embeddings is None):
+        raise ValueError("dense retrieval needs a retriever and the block embeddings")
+    if retrieval == "bm25" and bm25 is None:
+        raise ValueError("retrieval='bm25' needs a BM25Index")
     # ---- setup
     run = start_run(cfg, store, run_dir)
     run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
@@ -141,7 +108,8 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
     params = unique_parameters(*modules.values())
     opt = make_optimizer(params, ft.lr)
     start, _ = resume(run_dir, modules, opt, "fine-tuning")
-    blocks = BlockRetrieval(retrieval, store, cfg.reader.top_k, index_embeddings, retriever, bm25, device, bf16)
+    blocks = DenseRetrieval(retriever, store, index_embeddings, cfg.index.backend, device, bf16) \
+        if retrieval == "dense" else BM25Retrieval(store, bm25, device)
     answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
     continuation = continuation_ids(tok)
     answer_bank = AnswerBank([ex.answers[0] for ex in train], tok.encode) if ft.counterfactual > 0 else None
@@ -158,7 +126,7 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         batch = rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False)
         questions = [train[i].question for i in batch]
         q_ids = [e.ids for e in tok.encode_batch(questions)]
-        ids, ret_logits = blocks(questions, q_ids)
+        ids, ret_logits = blocks.retrieve(questions, q_ids, cfg.reader.top_k)
         bsz, k = ids.shape
         row_answers = [answer_ids[i] for i in batch for _ in range(k)]
         swapped_bodies = None
@@ -208,12 +176,6 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
                "questions_seen": totals["questions"], "questions_without_correct_span": totals["no_correct_span"],
                "no_correct_span_frac": totals["no_correct_span"] / seen,
                "no_answer_block_frac": totals["no_answer_block"] / seen}
-    if dev:
-        from realm.evaluation.qa import evaluate_qa
-
-        source = retriever if retrieval == "dense" else bm25
-        summary["dev"] = evaluate_qa(source, reader, store, index_embeddings, dev, k=cfg.reader.top_k, device=device,
-                                     predictions_path=run_dir / "dev_predictions.jsonl", bf16=bf16)
     return summary
 
 

@@ -31,7 +31,8 @@ from realm.index.build import build_index
 from realm.models.bert import autocast, bert_flops_per_token
 from realm.models.inputs import Specials, pair_inputs, query_inputs, store_block_inputs
 from realm.models.mlm import KnowledgeAugEncoder
-from realm.models.retriever import Retriever
+from realm.models.retriever import Retriever, relevance
+from realm.retrieval import IndexFollower
 from realm.training.checkpoint import save_checkpoint
 from realm.training.logger import MetricLogger
 from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
@@ -41,7 +42,7 @@ from realm.training.optim import due, make_optimizer, optimizer_step, unique_par
 from realm.training.plots import plot_curves
 from realm.training.reading import ReadingData, rows_step
 from realm.training.run import begin_step, resume, start_run
-from realm.training.refresh import IndexBuilderProcess, IndexFollower, discard_future, export_snapshot
+from realm.training.refresh import IndexBuilderProcess, discard_future, export_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
         d_emb = retriever.embed_blocks(d_in).float()
     cand = d_emb[:-1].view(B, K - 1, -1)
     null = d_emb[-1]
-    logits = torch.cat([torch.einsum("bd,bkd->bk", q_emb, cand), (q_emb @ null).unsqueeze(1)], dim=1)  # [B, K]
+    logits = torch.cat([relevance(q_emb, cand), relevance(q_emb, null[None])], dim=1)  # [B, K]
     missing = torch.from_numpy(np.concatenate([ids < 0, np.zeros((B, 1), bool)], axis=1)).to(device)
     logits = logits.masked_fill(missing, -1e4)  # a corpus smaller than k: padded candidates get ~zero probability
 
@@ -161,7 +162,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         (run_dir / "pool.json").write_text(json.dumps(
             {"sentences": pool.stats.sentences, "kept": pool.stats.kept, "skipped": pool.stats.skipped}, indent=2))
         index_root = run_dir / "index"
-        follower = IndexFollower(index_root, store.corpus_hash, retriever.doc.dense.out_features, device)
+        follower = IndexFollower(index_root, backend=ic.backend, device=device, expect_corpus_hash=store.corpus_hash,
+                                 expect_dim=retriever.doc.dense.out_features)
         if state.get("index_version") is not None:
             try:
                 follower.load(state["index_version"])

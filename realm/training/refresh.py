@@ -4,7 +4,8 @@ The trainer exports document-encoder snapshots to ``RUN/snapshots/step_NNNNNN/``
 temp folder, then renamed). The builder (``python -m realm.training.refresh``, its own process)
 waits for the newest snapshot, re-embeds every block with it and publishes a new index version
 under ``RUN/index/`` (temp folder + rename + atomic ``LATEST``, see ``realm.index.store``). The
-trainer polls between steps and swaps in a newer version; it never reads a half-written index.
+trainer polls between steps and swaps in a newer version (:class:`realm.retrieval.IndexFollower`);
+it never reads a half-written index.
 In ``sync`` mode the trainer builds the index itself and waits (deterministic; used by tests).
 
 Lifecycle: the builder never outlives its trainer. Its stdin is a pipe whose only writer is the
@@ -27,8 +28,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 # realm.index (and torch) are imported inside the functions that need them: the builder process must
 # arm its parent watch (in ``main``) within milliseconds of starting, not after seconds of imports.
@@ -216,41 +215,6 @@ class IndexBuilderProcess:
             self.proc.stdin.close()
         self.log_file.close()
         return code
-
-
-class IndexFollower:
-    """The trainer's view: the index version in use, swapped for a newer one between steps."""
-
-    def __init__(self, index_root: Path, corpus_hash: str, dim: int, device="cpu"):
-        self.root, self.corpus_hash, self.dim, self.device = index_root, corpus_hash, dim, device
-        self.version: int | None = None
-        self.manifest = None  # realm.index.store.IndexManifest
-        self.index = None  # realm.index.exact.ExactIndex
-        self.embeddings: np.ndarray | None = None
-
-    def load(self, version: int | None = None) -> bool:
-        """Load ``version`` (default: the latest); True if it changed."""
-        from realm.index.exact import ExactIndex
-        from realm.index.store import open_index, to_float32
-
-        path = self.root if version is None else self.root / f"v{version:06d}"
-        emb, manifest = open_index(path, expect_corpus_hash=self.corpus_hash, expect_dim=self.dim)
-        if manifest.version == self.version:
-            return False
-        self.embeddings = np.array(to_float32(emb, manifest), dtype=np.float32)  # a private copy in memory
-        self.index = ExactIndex(self.embeddings, device=self.device)
-        self.version, self.manifest = manifest.version, manifest
-        return True
-
-    def poll(self) -> bool:
-        """Swap in a newer published version if there is one."""
-        from realm.index.store import latest_version
-
-        latest = latest_version(self.root)
-        return latest is not None and latest != self.version and self.load()
-
-    def staleness(self, step: int) -> int:
-        return step - (self.manifest.encoder_step if self.manifest else 0)
 
 
 def main(argv=None) -> int:

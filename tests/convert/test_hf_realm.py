@@ -165,6 +165,7 @@ def test_openqa_run_matches_port(converted, ref, name):
     from realm.evaluation.qa import predict
     from realm.models.inputs import Specials, query_inputs
     from realm.models.reader import reader_inputs
+    from realm.retrieval import DenseRetrieval
     from realm.serving.qa_run import IndexedCorpus, read_run_info
 
     run = converted(name)  # openqa_hub: an object-array block_records.npy, loaded without --allow-pickle
@@ -200,7 +201,7 @@ def test_openqa_run_matches_port(converted, ref, name):
         int(x["block_idx"]), int(x["start_pos"]), int(x["end_pos"])]
     assert pred.answer_ids[0] == x["predicted_answer_ids"].tolist()
     # the whole realm QA path (retrieve from the index, read, pick the best span) gives the port's answer
-    pred = predict(retriever, reader, store, emb, [QAExample(question, ("paris", "the capital"))], k=3)[0]
+    pred = predict(DenseRetrieval(retriever, store, emb), reader, [QAExample(question, ("paris", "the capital"))], k=3)[0]
     block_idx = int(x["block_idx"])
     assert pred["block"] == int(x["retrieved_block_ids"][block_idx])
     assert pred["token_start"] == int(x["start_pos"]) - int(bs[block_idx])

@@ -8,12 +8,13 @@ from realm.config import CorpusConfig, load_config
 from realm.data.corpus import build_corpus
 from realm.data.qa import QAExample, exact_match
 from realm.evaluation.qa import evaluate_qa, predict, span_to_text, write_predictions
-from realm.evaluation.retrieval import answer_hits, dense_search, recall_at_k
+from realm.evaluation.retrieval import answer_hits, recall_at_k
 from realm.index.bm25 import BM25Index
 from realm.index.build import embed_blocks
 from realm.models.inputs import Specials, pair_inputs
 from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever
+from realm.retrieval import BM25Retrieval, DenseRetrieval
 
 PEOPLE = [("Elsa Mirrow", "Varnholt"), ("Tomas Vell", "Quillbay"), ("Brina Quarn", "Dunmere"),
           ("Oskar Adley", "Kelpford"), ("Mila Brask", "Varnholt"), ("Ferro Coldry", "Quillbay"),
@@ -39,7 +40,7 @@ def models(tmp_path_factory):
     retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id).eval()
     reader = SpanReader.build(cfg.reader, tok.vocab_size, tok.pad_id).eval()
     emb = embed_blocks(retriever.doc, store, bf16=False, progress=False)
-    return store, retriever, reader, emb
+    return store, DenseRetrieval(retriever, store, emb), reader, emb
 
 
 def is_continuation(tok, i):
@@ -80,8 +81,8 @@ def check_record(store, reader, rec, k):
 
 
 def test_predict_dense_picks_best_joint_span(models):
-    store, retriever, reader, emb = models
-    preds = predict(retriever, reader, store, emb, EXAMPLES, k=3, batch_size=3)
+    store, dense, reader, emb = models
+    preds = predict(dense, reader, EXAMPLES, k=3, batch_size=3)
     assert [p["question"] for p in preds] == [e.question for e in EXAMPLES]
     sp = Specials.of(store.tokenizer)
     for rec in preds:
@@ -102,28 +103,28 @@ def test_predict_dense_picks_best_joint_span(models):
 
 
 def test_evaluate_qa_dense_and_bm25(models, tmp_path):
-    store, retriever, reader, emb = models
-    res = evaluate_qa(retriever, reader, store, emb, EXAMPLES, k=3, predictions_path=tmp_path / "p.jsonl")
+    store, dense, reader, emb = models
+    res = evaluate_qa(dense, reader, EXAMPLES, k=3, predictions_path=tmp_path / "p.jsonl")
     rows = [json.loads(line) for line in open(tmp_path / "p.jsonl", encoding="utf-8")]
     assert len(rows) == len(EXAMPLES) == res["questions"]
     assert res["exact_match"] == pytest.approx(np.mean([exact_match(r["prediction"], r["answers"]) for r in rows]))
-    _, ids = dense_search(retriever, store, emb, [e.question for e in EXAMPLES], 3)
+    _, ids = dense.search([e.question for e in EXAMPLES], 3)
     expected = recall_at_k(answer_hits(store, ids, EXAMPLES), (1, 3))
     assert {k: res[k] for k in expected} == pytest.approx(expected)
     assert [[e["block"] for e in r["evidence"]] for r in rows] == ids.tolist()
 
-    bm25 = BM25Index.build(store.search_texts())
-    res = evaluate_qa(bm25, reader, store, None, EXAMPLES, k=3)
+    bm25 = BM25Retrieval(store, BM25Index.build(store.search_texts()))
+    res = evaluate_qa(bm25, reader, EXAMPLES, k=3)
     assert res["retrieval"] == "bm25" and res["recall@3"] == 1.0  # names are unique
-    for rec in predict(bm25, reader, store, None, EXAMPLES, k=3):
+    for rec in predict(bm25, reader, EXAMPLES, k=3):
         check_record(store, reader, rec, 3)
 
 
 def test_nothing_retrieved(models, tmp_path):
     store, _, reader, _ = models
-    bm25 = BM25Index.build(store.search_texts())
+    bm25 = BM25Retrieval(store)
     ex = [QAExample("qqqq zzzz?", ("Varnholt",)), EXAMPLES[0]]
-    preds = predict(bm25, reader, store, None, ex, k=3)
+    preds = predict(bm25, reader, ex, k=3)
     assert preds[0]["prediction"] == "" and preds[0]["block"] == -1 and preds[0]["evidence"] == []
     assert preds[0]["score"] is None and not preds[0]["correct"]
     assert preds[1]["prediction"] != ""

@@ -20,6 +20,7 @@ from realm.data.world import generate_world, write_world
 from realm.evaluation.qa import predict
 from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever
+from realm.retrieval import DenseRetrieval
 from realm.serving.answer import Answerer, format_answer, highlight
 from realm.serving.qa_run import IndexedCorpus, add_corpus_version, export_qa_run
 
@@ -104,8 +105,8 @@ def test_ask_returns_answer_and_evidence(answerer):
 
 def test_matches_predict(answerer, run):
     corpus = answerer.corpus
-    ref = predict(Retriever.load(run / "retriever"), SpanReader.load(run / "reader"), corpus.store, corpus.embeddings,
-                  [QAExample(q, ()) for q in QUESTIONS], k=4)
+    ref = predict(DenseRetrieval(Retriever.load(run / "retriever"), corpus.store, corpus.embeddings),
+                  SpanReader.load(run / "reader"), [QAExample(q, ()) for q in QUESTIONS], k=4)
     for q, r in zip(QUESTIONS, ref):
         out = answerer.ask(q, k=4)
         assert out["answer"] == r["prediction"]
@@ -273,3 +274,32 @@ def test_run_copy_is_self_contained(run, tmp_path):
     with Answerer(moved) as a:
         assert a.corpus.store.folder.resolve().is_relative_to(moved.resolve())
         assert a.ask("q")["answer"] is not None
+
+
+def test_retrieval_is_built_once_per_index_version(tmp_path, monkeypatch):
+    """Search structures are built when a version is loaded, never per request; the run's backend is used."""
+    import realm.serving.answer as answer_mod
+    from realm.index.faiss_index import FaissIndex
+    from realm.serving.qa_run import run_backend
+
+    run = build_run(tmp_path / "r")
+    info = json.loads((run / "run.json").read_text())
+    assert run_backend(info) == "exact"
+    (run / "run.json").write_text(json.dumps(info | {"backend": "faiss-hnsw"}))  # as `index.backend=faiss-hnsw`
+    built = []
+    real = answer_mod.DenseRetrieval
+    monkeypatch.setattr(answer_mod, "DenseRetrieval", lambda *a, **kw: built.append(1) or real(*a, **kw))
+    with Answerer(run, max_k=4) as a:
+        first = a.retrieval
+        assert isinstance(first.index, FaissIndex) and first.index.kind == "hnsw"
+        a.ask_many(QUESTIONS, k=4)
+        a.ask(QUESTIONS[0])
+        assert a.retrieval is first and len(built) == 1
+        add_corpus_version(run, corpus_subset(run, tmp_path / "sub", keep=10), progress=False, bf16=False)
+        assert a.reload() and len(built) == 2 and a.retrieval is not first
+        assert len(a.retrieval.index) == len(a.corpus.store) and a.retrieval.store is a.corpus.store
+        a.ask(QUESTIONS[1])
+        assert len(built) == 2
+    (run / "run.json").write_text(json.dumps(info | {"backend": "annoy"}))
+    with pytest.raises(ValueError, match="unknown backend"):
+        Answerer(run)

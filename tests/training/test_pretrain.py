@@ -14,7 +14,7 @@ from realm.training.checkpoint import step_generator
 from realm.training.logger import read_metrics
 from realm.training.mlm_examples import MaskedSentencePool, contains_span
 from realm.training.pretrain import pretrain, realm_step
-from realm.training.refresh import IndexFollower
+from realm.retrieval import IndexFollower
 from realm.index.build import build_index
 
 
@@ -30,7 +30,7 @@ def _setup(store, tmp_path):
     cfg = load_config("tiny")
     retriever, encoder = _models(cfg, store)
     build_index(retriever.doc, store, tmp_path / "index", encoder="t", encoder_step=0, progress=False)
-    follower = IndexFollower(tmp_path / "index", store.corpus_hash, cfg.retriever.proj_dim)
+    follower = IndexFollower(tmp_path / "index", expect_corpus_hash=store.corpus_hash, expect_dim=cfg.retriever.proj_dim)
     follower.load()
     return cfg, retriever, encoder, follower
 
