@@ -172,6 +172,7 @@ def cmd_finetune(args) -> int:
     from realm.models.mlm import KnowledgeAugEncoder
     from realm.models.reader import SpanReader
     from realm.models.retriever import Retriever
+    from realm.retrieval import DenseRetrieval
     from realm.serving.evaluate_cmd import evaluate_run
     from realm.serving.qa_run import export_qa_run
     from realm.training.finetune import finetune
@@ -187,9 +188,11 @@ def cmd_finetune(args) -> int:
     # the fixed index of fine-tuning: every block embedded by the document encoder it starts from
     embeddings = embed_blocks(retriever.doc, store, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
                               device=cfg.device, progress=False)
-    summary = finetune(cfg, store, embeddings, retriever, reader, train, args.out)
+    retrieval = DenseRetrieval(retriever, store, embeddings, cfg.index.backend, cfg.device)
+    summary = finetune(cfg, retrieval, reader, train, args.out)
     model = export_qa_run(args.out / "model", retriever, reader, store, top_k=cfg.reader.top_k, source=str(args.out),
-                          batch_size=cfg.index.batch_size, bf16=cfg.index.bf16, device=cfg.device)
+                          batch_size=cfg.index.batch_size, bf16=cfg.index.bf16, device=cfg.device,
+                          backend=cfg.index.backend)
     result = {"run": str(args.out), "model": str(model), "steps": summary["steps"],
               "loss/total": summary.get("loss/total"), "no_correct_span_frac": summary["no_correct_span_frac"]}
     if dev is not None:

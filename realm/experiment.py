@@ -1,17 +1,22 @@
-"""``realm experiment``: the paper's comparison on any corpus + QA files, same data, same budget.
+"""``realm experiment``: the paper's comparison on any corpus + QA files, with the same data and budget.
 
-Stages (each a resumable run folder under ``OUT/stages/``):
-  corpus       documents -> WordPiece -> blocks
-  mlm_warm     plain MLM on the corpus for ``experiment.mlm_steps`` (BERT's role in the paper)
-  mlm_baseline the same, continued for ``pretrain.steps`` more steps: the baselines' encoder, so that
-               every system sees the same number of pretraining steps
-  ict          ICT warm start of the retriever
-  realm        ICT retriever + mlm_warm encoder -> REALM pretraining for ``pretrain.steps`` steps
-Systems (each fine-tuned for ``finetune.steps`` on the same training questions):
-  closed_book  mlm_baseline answering from the question alone (answer slots filled by the MLM head)
-  bm25_reader  BM25 top-k + a reader from mlm_baseline
-  ict_reader   ICT retriever + a reader from mlm_baseline (ORQA)
-  realm        REALM retriever + a reader from the REALM knowledge-augmented encoder
+Read it top to bottom. Two tables come first: the systems and the ablations. Then come the stages they
+are built from. Each stage is a resumable run folder under ``OUT/stages/``, reused when complete, and
+returned as a model. Last is :func:`run_experiment`, which goes setup -> stages -> systems -> ablations
+-> servable export -> report.
+
+Stages:
+  corpus            documents -> WordPiece -> blocks (``OUT/corpus``)
+  reading           the shared encoder, in BERT's role. It is the reading warm start when ``reading.steps``
+                    > 0; otherwise it is ``mlm_warm``, plain masked LM for ``experiment.mlm_steps``.
+  reading_baseline  the shared encoder trained ``pretrain.steps`` more steps without retrieval. This is the
+                    baselines' encoder, so every system gets the same pretraining budget. Without the warm
+                    start the stage is called ``mlm_baseline``.
+  ict               the ICT warm start of the retriever
+  realm_pretrain    ICT retriever + shared encoder -> REALM pretraining for ``pretrain.steps`` steps
+
+Each system's reader gets a fresh copy of its encoder. Its span head is initialised from ``cfg.seed``,
+so a system scores the same whether it runs alone (``--systems ict_reader``) or after the others.
 """
 
 from __future__ import annotations
@@ -20,20 +25,70 @@ import copy
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from realm.config import RunConfig, apply_override, save_config
+from realm.data.blocks import BlockStore
+from realm.data.corpus import build_corpus
+from realm.data.qa import read_qa
+from realm.evaluation.closed_book import evaluate_closed_book
+from realm.evaluation.qa import evaluate_qa
+from realm.evaluation.retrieval import evaluate_retrieval, format_table
+from realm.index.build import embed_blocks
+from realm.models.mlm import KnowledgeAugEncoder
+from realm.models.reader import SpanReader
+from realm.models.retriever import Retriever
+from realm.retrieval import BM25Retrieval, DenseRetrieval
+from realm.serving.qa_run import export_qa_run
+from realm.training.closed_book import finetune_closed_book
+from realm.training.encoder_mlm import mlm_pretrain
+from realm.training.finetune import finetune
+from realm.training.ict import train_ict
+from realm.training.logger import read_metrics
+from realm.training.plots import plot_bars
+from realm.training.pretrain import pretrain
+from realm.training.reading import ReadingData, reading_warmup
 
 log = logging.getLogger(__name__)
 
-SYSTEMS = ("closed_book", "bm25_reader", "ict_reader", "realm")
-# name -> (label, overrides, whether REALM pretraining is redone: False = reuse the realm system's)
+
+# ---- what is compared --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class System:
+    """One row of the comparison: the encoder its reader starts from, and how it retrieves."""
+
+    name: str
+    encoder: str  # "baseline": the shared encoder + pretrain.steps without retrieval; "realm": REALM pretraining's
+    retrieval: str  # "none" (closed book) | "bm25" | "ict" | "realm"
+
+
+SYSTEMS = {s.name: s for s in (
+    System("closed_book", encoder="baseline", retrieval="none"),  # answer slots filled from the question alone
+    System("bm25_reader", encoder="baseline", retrieval="bm25"),
+    System("ict_reader", encoder="baseline", retrieval="ict"),  # ORQA
+    System("realm", encoder="realm", retrieval="realm"),
+)}
+
+
+@dataclass(frozen=True)
+class Ablation:
+    """A REALM variant: config overrides; ``repretrain=False`` reuses the realm system's pretraining."""
+
+    label: str
+    overrides: Callable[[RunConfig], list[str]]
+    repretrain: bool = True
+
+
 ABLATIONS = {
-    "uniform_masks": ("random uniform masks", ["pretrain.masking=uniform"], True),
-    "span_masks": ("random span masks", ["pretrain.masking=span"], True),
-    "stale_index": ("stale index", [], True),  # refresh interval x experiment.stale_factor (set below)
-    "no_cf_answers": ("no counterfactual answers in fine-tuning", ["finetune.counterfactual=0"], False),
+    "uniform_masks": Ablation("random uniform masks", lambda cfg: ["pretrain.masking=uniform"]),
+    "span_masks": Ablation("random span masks", lambda cfg: ["pretrain.masking=span"]),
+    "stale_index": Ablation("stale index", lambda cfg: [f"pretrain.stale_factor={cfg.experiment.stale_factor}"]),
+    "no_cf_answers": Ablation("no counterfactual answers in fine-tuning", lambda cfg: ["finetune.counterfactual=0"],
+                              repretrain=False),
 }
 
 
@@ -50,309 +105,287 @@ class SystemResult:
     notes: dict = field(default_factory=dict)
 
 
-def _with(cfg: RunConfig, overrides: list[str]) -> RunConfig:
+def with_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
     new = copy.deepcopy(cfg)
     for o in overrides:
         apply_override(new, o)
     return new
 
 
-class Experiment:
-    def __init__(self, cfg: RunConfig, corpus: Path, train: Path, dev: Path, test: Path, out: Path,
-                 progress: bool = True):
-        from realm.data.qa import read_qa
+def load_encoder(folder: Path) -> KnowledgeAugEncoder:
+    return KnowledgeAugEncoder.load(folder / "encoder")
 
-        self.cfg, self.out, self.progress = cfg, Path(out), progress
-        self.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.out / "config.yaml")
-        self.stages = self.out / "stages"
+
+def load_retriever(folder: Path) -> Retriever:
+    return Retriever.load(folder / "retriever")
+
+
+def fresh(model: torch.nn.Module) -> torch.nn.Module:
+    """A trainable copy of a stage's model: stages hand out copies, since training changes a model in place."""
+    model = copy.deepcopy(model)
+    model.requires_grad_(True)
+    return model
+
+
+# ---- the stages -----------------------------------------------------------------------------------
+class Stages:
+    """The pretraining stages. Each runs once, or resumes or reuses ``OUT/stages/NAME``. Each returns its model."""
+
+    def __init__(self, cfg: RunConfig, store: BlockStore, folder: Path, dev, progress: bool):
+        self.cfg, self.store, self.folder, self.dev, self.progress = cfg, store, folder, dev, progress
         self.timings: dict[str, float] = {}
-        self.corpus_path = Path(corpus)
-        self.qa = {"train": read_qa(train), "dev": read_qa(dev), "test": read_qa(test)}
-        self.store = self._timed("corpus", self._corpus)
+        self._models: dict[str, object] = {}
+        self._reading_data: ReadingData | None = None
 
-    def _timed(self, name, fn, *args, **kwargs):
-        t0 = time.time()
-        result = fn(*args, **kwargs)
-        self.timings[name] = round(time.time() - t0, 1)
-        log.info("stage %s: %.1f s", name, self.timings[name])
-        return result
+    def _once(self, name: str, marker: str, load: Callable, train: Callable):
+        """The stage's model: trained by ``train(folder)``, or ``load(folder)`` when ``folder/marker`` exists."""
+        if name not in self._models:
+            folder = self.folder / name
+            if (folder / marker).exists():
+                self._models[name] = load(folder)
+            else:
+                t0 = time.time()
+                self._models[name] = train(folder)
+                self.timings[name] = round(time.time() - t0, 1)
+                log.info("stage %s: %.1f s", name, self.timings[name])
+        return self._models[name]
 
-    # ---- shared stages ------------------------------------------------------------------------
-    def _corpus(self):
-        from realm.data.blocks import BlockStore
-        from realm.data.corpus import build_corpus
+    def has(self, name: str, marker: str) -> bool:
+        """Did the stage run, here or in an earlier invocation?"""
+        return name in self._models or (self.folder / name / marker).exists()
 
-        folder = self.out / "corpus"
-        if (folder / "manifest.json").exists():
-            return BlockStore(folder)
-        return build_corpus(self.corpus_path, folder, self.cfg.corpus, progress=self.progress)[0]
-
-    def mlm(self, name: str, steps: int):
-        from realm.models.mlm import KnowledgeAugEncoder
-        from realm.training.encoder_mlm import mlm_pretrain
-
-        folder = self.stages / name
-        if (folder / "encoder" / "config.json").exists():
-            return KnowledgeAugEncoder.load(folder / "encoder")
-        cfg = _with(self.cfg, [f"pretrain.steps={steps}"])
-        return self._timed(name, mlm_pretrain, cfg, self.store, folder, progress=self.progress)
-
-    # ---- the shared encoder (BERT's role): plain MLM, or the reading warm start --------------------
     @property
     def reading_on(self) -> bool:
         return self.cfg.reading.steps > 0
 
-    def reading_data(self):
-        from realm.training.reading import ReadingData
-
-        if getattr(self, "_reading_data", None) is None:
+    @property
+    def reading_data(self) -> ReadingData:
+        if self._reading_data is None:
             self._reading_data = ReadingData(self.store, self.cfg.retriever.query_len, progress=False,
                                              probe_rows=self.cfg.reading.probe_rows)
         return self._reading_data
 
-    def reading(self, name: str, cfg: RunConfig, encoder=None):
-        from realm.models.mlm import KnowledgeAugEncoder
-        from realm.training.reading import reading_warmup
+    def probe(self, encoder: KnowledgeAugEncoder) -> dict:
+        """The reading probe of an encoder (``probe/*``: advantages in nats, accuracies); {} without the warm start."""
+        return self.reading_data.probe.measure(encoder, self.cfg.device) if self.reading_on else {}
 
-        folder = self.stages / name
-        if (folder / "encoder" / "config.json").exists():
-            return KnowledgeAugEncoder.load(folder / "encoder")
-        return self._timed(name, reading_warmup, cfg, self.store, folder, encoder=encoder, progress=self.progress,
-                           data=self.reading_data())
-
-    def shared_encoder(self):
-        """Where every system's encoder starts (BERT's role in the paper)."""
-        if self.reading_on:
-            return self.reading("reading", self.cfg)
-        return self.mlm("mlm_warm", self.cfg.experiment.mlm_steps)
-
-    def baseline_encoder(self):
-        """The shared encoder, trained for ``pretrain.steps`` more steps without retrieval: the same budget as REALM."""
-        if not self.reading_on:
-            return self.mlm("mlm_baseline", self.cfg.experiment.mlm_steps + self.cfg.pretrain.steps)
-        pc = self.cfg.pretrain
-        cfg = _with(self.cfg, [f"reading.steps={pc.steps}", f"reading.lr={pc.lr}", f"reading.warmup={pc.warmup}",
-                               "reading.curriculum_start=0", "reading.probe_every=0"])
-        return self.reading("reading_baseline", cfg, encoder=copy.deepcopy(self.shared_encoder()))
-
-    def probe(self, encoder) -> dict:
-        """The reading probe of an encoder (``probe/*``: advantages in nats, accuracies)."""
-        return self.reading_data().probe.measure(encoder, self.cfg.device)
-
-    def dev_recall(self, retriever) -> dict:
-        from realm.evaluation.retrieval import evaluate_retrieval
-        from realm.retrieval import DenseRetrieval
-
+    def dev_recall(self, retriever: Retriever) -> dict:
+        """Zero-shot recall@{1,5,20} on dev: REALM pretraining's evaluation callback."""
         search = DenseRetrieval.from_corpus(retriever, self.store, self.cfg.index.backend, self.cfg.device,
                                             block_bf16=self.cfg.index.bf16)
-        res = evaluate_retrieval(search, self.store, self.qa["dev"], ks=(1, 5, 20))
+        res = evaluate_retrieval(search, self.store, self.dev, ks=(1, 5, 20))
         return {k: v for k, v in res.items() if k.startswith("recall@")}
 
-    def ict(self):
-        from realm.models.retriever import Retriever
-        from realm.training.ict import train_ict
+    # BERT's role: the reading warm start, or plain masked LM
+    def shared_encoder(self) -> KnowledgeAugEncoder:
+        if self.reading_on:
+            return self._once("reading", "encoder/config.json", load_encoder,
+                              lambda f: reading_warmup(self.cfg, self.store, f, progress=self.progress,
+                                                       data=self.reading_data))
+        cfg = with_overrides(self.cfg, [f"pretrain.steps={self.cfg.experiment.mlm_steps}"])
+        return self._once("mlm_warm", "encoder/config.json", load_encoder,
+                          lambda f: mlm_pretrain(cfg, self.store, f, progress=self.progress))
 
-        folder = self.stages / "ict"
-        if (folder / "retriever" / "retriever.json").exists():
-            return Retriever.load(folder / "retriever")
-        return self._timed("ict", train_ict, self.cfg, self.store, folder, progress=self.progress)
+    def baseline_encoder(self) -> KnowledgeAugEncoder:
+        """The shared encoder, trained for ``pretrain.steps`` more steps without retrieval: REALM's budget."""
+        pc = self.cfg.pretrain
+        if not self.reading_on:
+            cfg = with_overrides(self.cfg, [f"pretrain.steps={self.cfg.experiment.mlm_steps + pc.steps}"])
+            return self._once("mlm_baseline", "encoder/config.json", load_encoder,
+                              lambda f: mlm_pretrain(cfg, self.store, f, progress=self.progress))
+        cfg = with_overrides(self.cfg, [f"reading.steps={pc.steps}", f"reading.lr={pc.lr}",
+                                        f"reading.warmup={pc.warmup}", "reading.curriculum_start=0",
+                                        "reading.probe_every=0"])
+        return self._once("reading_baseline", "encoder/config.json", load_encoder,
+                          lambda f: reading_warmup(cfg, self.store, f, encoder=fresh(self.shared_encoder()),
+                                                   progress=self.progress, data=self.reading_data))
 
-    def realm_pretrain(self, name: str, cfg: RunConfig):
-        from realm.models.mlm import KnowledgeAugEncoder
-        from realm.models.retriever import Retriever
-        from realm.training.pretrain import pretrain
+    def ict(self) -> Retriever:
+        return self._once("ict", "retriever/retriever.json", load_retriever,
+                          lambda f: train_ict(self.cfg, self.store, f, progress=self.progress))
 
-        folder = self.stages / name
-        if (folder / "encoder" / "config.json").exists() and (folder / "retriever" / "retriever.json").exists():
-            return Retriever.load(folder / "retriever"), KnowledgeAugEncoder.load(folder / "encoder")
-        self.ict()
-        self.shared_encoder()
-        retriever = Retriever.load(self.stages / "ict" / "retriever")
-        encoder = KnowledgeAugEncoder.load(self.stages / ("reading" if self.reading_on else "mlm_warm") / "encoder")
-        reading = self.reading_data() if (cfg.pretrain.reading_rows or cfg.pretrain.probe_every
-                                           or cfg.pretrain.counterfactual) else None
-        return self._timed(name, pretrain, cfg, self.store, folder, retriever=retriever, encoder=encoder,
-                           progress=self.progress, evaluate=self.dev_recall if cfg.pretrain.probe_every else None,
-                           reading=reading)
+    def realm(self, name: str, cfg: RunConfig) -> tuple[Retriever, KnowledgeAugEncoder]:
+        """REALM pretraining from the ICT retriever and the shared encoder: (retriever, encoder)."""
+        def train(folder):
+            pc = cfg.pretrain
+            reading = self.reading_data if (pc.reading_rows or pc.probe_every or pc.counterfactual) else None
+            return pretrain(cfg, self.store, folder, retriever=fresh(self.ict()), encoder=fresh(self.shared_encoder()),
+                            progress=self.progress, evaluate=self.dev_recall if pc.probe_every else None,
+                            reading=reading)
 
-    # ---- evaluation helpers -------------------------------------------------------------------
-    def zero_shot_recall(self, search) -> float:
-        from realm.evaluation.retrieval import evaluate_retrieval
+        def load(folder):
+            return load_retriever(folder), load_encoder(folder)
 
-        return evaluate_retrieval(search, self.store, self.qa["dev"], ks=(5,))["recall@5"]
+        return self._once(name, "retriever/retriever.json", load, train)
 
-    def read_and_evaluate(self, name: str, reader, retriever=None, embeddings=None, bm25=None,
-                          cfg: RunConfig | None = None) -> SystemResult:
-        from realm.evaluation.qa import evaluate_qa
-        from realm.retrieval import BM25Retrieval, DenseRetrieval
-        from realm.training.finetune import finetune
 
-        folder = self.stages / name
-        mode = "bm25" if bm25 is not None else "dense"
-        cfg = cfg or self.cfg
-        summary = finetune(cfg, self.store, embeddings, retriever, reader, self.qa["train"], folder,
-                           progress=self.progress, retrieval=mode, bm25=bm25)
-        source = BM25Retrieval(self.store, bm25, self.cfg.device) if bm25 is not None else \
-            DenseRetrieval(retriever, self.store, embeddings, cfg.index.backend, self.cfg.device)
-        k, bs = self.cfg.reader.top_k, self.cfg.experiment.eval_batch_size
-        dev = evaluate_qa(source, reader, self.qa["dev"], k=k, batch_size=bs, device=self.cfg.device,
-                          predictions_path=folder / "dev_predictions.jsonl")
-        test = evaluate_qa(source, reader, self.qa["test"], k=k, batch_size=bs, device=self.cfg.device,
-                           predictions_path=folder / "test_predictions.jsonl")
-        return SystemResult(name, dev_em=dev["exact_match"], test_em=test["exact_match"],
-                            finetuned_recall5=dev.get(f"recall@{k}"), test_recall5=test.get(f"recall@{k}"),
-                            notes={"no_correct_span_frac": summary.get("no_correct_span_frac")})
+# ---- the systems ----------------------------------------------------------------------------------
+class Systems:
+    """Fine-tunes and evaluates one system at a time, on the same questions and the same budget."""
+
+    def __init__(self, cfg: RunConfig, store: BlockStore, stages: Stages, qa: dict, folder: Path, progress: bool):
+        self.cfg, self.store, self.stages, self.qa = cfg, store, stages, qa
+        self.folder, self.progress = folder, progress
+
+    def zero_shot_recall(self, retrieval) -> float:
+        return evaluate_retrieval(retrieval, self.store, self.qa["dev"], ks=(5,))["recall@5"]
+
+    def retrieval(self, system: System, cfg: RunConfig, retriever: Retriever | None):
+        if system.retrieval == "bm25":
+            return BM25Retrieval(self.store, device=cfg.device)
+        embeddings = embed_blocks(retriever.doc, self.store, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
+                                  device=cfg.device, progress=False)
+        return DenseRetrieval(retriever, self.store, embeddings, cfg.index.backend, cfg.device, cfg.finetune.bf16)
+
+    def closed_book(self, cfg: RunConfig) -> SystemResult:
+        encoder = fresh(self.stages.baseline_encoder())
+        probe = self.stages.probe(encoder)
+        folder = self.folder / "closed_book"
+        model = finetune_closed_book(cfg, self.store, encoder, self.qa["train"], folder, progress=self.progress)
+        bs = cfg.experiment.eval_batch_size
+        em = {split: evaluate_closed_book(model, self.store, self.qa[split], bs, cfg.device,
+                                          folder / f"{split}_predictions.jsonl")["exact_match"]
+              for split in ("dev", "test")}
+        return SystemResult("closed_book", dev_em=em["dev"], test_em=em["test"], reading=probe)
+
+    def reader_system(self, system: System, cfg: RunConfig, name: str, pretrain_stage: str = "realm_pretrain"
+                      ) -> tuple[SystemResult, Retriever | None, SpanReader]:
+        """A retrieve-then-read system: (result, its fine-tuned retriever or None for BM25, its reader)."""
+        if system.encoder == "realm":
+            retriever, encoder = (fresh(m) for m in self.stages.realm(pretrain_stage, cfg))
+        else:
+            encoder = fresh(self.stages.baseline_encoder())
+            retriever = fresh(self.stages.ict()) if system.retrieval == "ict" else None
+        retrieval = self.retrieval(system, cfg, retriever)
+        zero = self.zero_shot_recall(retrieval)
+        probe = self.stages.probe(encoder)
+        torch.manual_seed(cfg.seed)  # the span head's initialisation does not depend on what ran before
+        reader = SpanReader.from_bert(encoder.bert, cfg.reader, cfg.retriever.query_len)
+        folder = self.folder / name
+        summary = finetune(cfg, retrieval, reader, self.qa["train"], folder, progress=self.progress)
+        k, bs = cfg.reader.top_k, cfg.experiment.eval_batch_size
+        scores = {split: evaluate_qa(retrieval, reader, self.qa[split], k=k, batch_size=bs, device=cfg.device,
+                                     predictions_path=folder / f"{split}_predictions.jsonl")
+                  for split in ("dev", "test")}
+        res = SystemResult(name, dev_em=scores["dev"]["exact_match"], test_em=scores["test"]["exact_match"],
+                           zero_shot_recall5=zero, finetuned_recall5=scores["dev"].get(f"recall@{k}"),
+                           test_recall5=scores["test"].get(f"recall@{k}"), reading=probe,
+                           notes={"no_correct_span_frac": summary.get("no_correct_span_frac")})
+        if system.encoder == "realm":
+            res.notes.update(pretraining_notes(self.stages.folder / pretrain_stage / "metrics.jsonl"))
+        return res, retriever, reader
 
     def retrieval_table(self) -> list[dict]:
-        """Zero-shot recall@k on dev: BM25, an untrained dense retriever, ICT, REALM (those that exist)."""
-        import torch
-
-        from realm.evaluation.retrieval import evaluate_retrieval
-        from realm.models.retriever import Retriever
-        from realm.retrieval import BM25Retrieval, DenseRetrieval
-
-        tok = self.store.tokenizer
-        ic = self.cfg.index
-        torch.manual_seed(self.cfg.seed)
-        candidates = [("BM25", BM25Retrieval(self.store)),
-                      ("dense, untrained", DenseRetrieval.from_corpus(
-                          Retriever.build(self.cfg.retriever, tok.vocab_size, tok.pad_id), self.store, ic.backend,
-                          self.cfg.device, block_bf16=ic.bf16))]
-        for label, folder in [("dense, ICT", self.stages / "ict" / "retriever"),
-                              ("dense, ICT + REALM pretraining", self.stages / "realm_pretrain" / "retriever")]:
-            if (folder / "retriever.json").exists():
-                candidates.append((label, DenseRetrieval.from_corpus(folder, self.store, ic.backend, self.cfg.device,
-                                                                     block_bf16=ic.bf16)))
-        return [evaluate_retrieval(search, self.store, self.qa["dev"], name=label) for label, search in candidates]
-
-    # ---- systems --------------------------------------------------------------------------------
-    def closed_book(self) -> SystemResult:
-        from realm.evaluation.closed_book import evaluate_closed_book
-        from realm.training.closed_book import finetune_closed_book
-
-        encoder = self.baseline_encoder()
-        probe = self.probe(encoder) if self.reading_on else {}
-        folder = self.stages / "closed_book"
-        model = finetune_closed_book(self.cfg, self.store, encoder, self.qa["train"], folder, progress=self.progress)
-        bs = self.cfg.experiment.eval_batch_size
-        dev = evaluate_closed_book(model, self.store, self.qa["dev"], bs, self.cfg.device, folder / "dev_predictions.jsonl")
-        test = evaluate_closed_book(model, self.store, self.qa["test"], bs, self.cfg.device, folder / "test_predictions.jsonl")
-        return SystemResult("closed_book", dev_em=dev["em"], test_em=test["em"], reading=probe)
-
-    def bm25_reader(self) -> SystemResult:
-        from realm.index.bm25 import BM25Index
-        from realm.models.reader import SpanReader
-        from realm.retrieval import BM25Retrieval
-
-        encoder = self.baseline_encoder()
-        bm25 = BM25Index.build(self.store.search_texts())
-        zero = self.zero_shot_recall(BM25Retrieval(self.store, bm25))
-        probe = self.probe(encoder) if self.reading_on else {}
-        reader = SpanReader.from_bert(encoder.bert, self.cfg.reader, self.cfg.retriever.query_len)
-        res = self.read_and_evaluate("bm25_reader", reader, bm25=bm25)
-        res.zero_shot_recall5 = zero
-        res.reading = probe
-        return res
-
-    def dense_reader(self, name: str, retriever, encoder, cfg: RunConfig | None = None) -> SystemResult:
-        from realm.index.build import embed_blocks
-        from realm.models.reader import SpanReader
-        from realm.retrieval import DenseRetrieval
-
-        embeddings = embed_blocks(retriever.doc, self.store, batch_size=self.cfg.index.batch_size,
-                                  bf16=self.cfg.index.bf16, device=self.cfg.device, progress=False)
-        backend = (cfg or self.cfg).index.backend
-        zero = self.zero_shot_recall(DenseRetrieval(retriever, self.store, embeddings, backend, self.cfg.device))
-        probe = self.probe(encoder) if self.reading_on else {}
-        reader = SpanReader.from_bert(encoder.bert, self.cfg.reader, self.cfg.retriever.query_len)
-        res = self.read_and_evaluate(name, reader, retriever=retriever, embeddings=embeddings, cfg=cfg)
-        res.zero_shot_recall5 = zero
-        res.reading = probe
-        return res
-
-    def ict_reader(self) -> SystemResult:
-        self.ict()
-        from realm.models.retriever import Retriever
-
-        encoder = self.baseline_encoder()
-        return self.dense_reader("ict_reader", Retriever.load(self.stages / "ict" / "retriever"), encoder)
-
-    def realm(self, name: str = "realm", overrides: list[str] | None = None, pretrain_stage: str | None = None
-              ) -> SystemResult:
-        cfg = _with(self.cfg, overrides or [])
-        pretrain_stage = pretrain_stage or f"{name}_pretrain"
-        retriever, encoder = self.realm_pretrain(pretrain_stage, cfg)
-        res = self.dense_reader(name, retriever, encoder, cfg)
-        if name == "realm":  # the servable model: `realm ask OUT/model "question"`
-            from realm.models.reader import SpanReader
-            from realm.models.retriever import Retriever
-            from realm.serving.qa_run import export_qa_run
-
-            folder = self.stages / name
-            export_qa_run(self.out / "model", Retriever.load(folder / "retriever"), SpanReader.load(folder / "reader"),
-                          self.store, top_k=self.cfg.reader.top_k, source=str(folder), bf16=self.cfg.index.bf16,
-                          device=self.cfg.device, backend=self.cfg.index.backend)
-        metrics = self.stages / pretrain_stage / "metrics.jsonl"
-        if metrics.exists():
-            from realm.training.logger import read_metrics
-
-            rows = read_metrics(metrics)
-            tail = rows[-max(1, len(rows) // 10):]
-            res.notes["final_retrieval_utility"] = sum(r["retrieval/utility"] for r in tail) / len(tail)
-            adv = [r["retrieval/evidence_advantage"] for r in tail if r.get("retrieval/evidence_advantage") is not None]
-            res.notes["final_evidence_advantage"] = sum(adv) / len(adv) if adv else None
-        return res
+        """Zero-shot recall@k on dev: BM25, an untrained dense retriever, ICT, REALM (the stages that ran)."""
+        cfg, tok = self.cfg, self.store.tokenizer
+        torch.manual_seed(cfg.seed)
+        untrained = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
+        candidates = [("BM25", BM25Retrieval(self.store)), ("dense, untrained", untrained)]
+        if self.stages.has("ict", "retriever/retriever.json"):
+            candidates.append(("dense, ICT", self.stages.ict()))
+        if self.stages.has("realm_pretrain", "retriever/retriever.json"):
+            candidates.append(("dense, ICT + REALM pretraining", self.stages.realm("realm_pretrain", cfg)[0]))
+        table = []
+        for label, source in candidates:
+            if isinstance(source, Retriever):
+                source = DenseRetrieval.from_corpus(source, self.store, cfg.index.backend, cfg.device,
+                                                    block_bf16=cfg.index.bf16)
+            table.append(evaluate_retrieval(source, self.store, self.qa["dev"], name=label))
+        return table
 
 
-def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool = True) -> dict:
-    """Run every system of ``cfg.experiment.systems`` (+ ablations); write results.json/.md/.png."""
-    t_start = time.time()
-    exp = Experiment(cfg, Path(corpus), Path(train), Path(dev), Path(test), Path(out), progress)
-    systems = [s.strip() for s in cfg.experiment.systems.split(",") if s.strip()]
-    unknown = [s for s in systems if s not in SYSTEMS]
-    ablations = [a.strip() for a in cfg.experiment.ablations.split(",") if a.strip()]
-    unknown += [a for a in ablations if a not in ABLATIONS]
+def pretraining_notes(metrics_path: Path) -> dict:
+    """REALM pretraining's last 10% of steps: mean retrieval utility and evidence advantage."""
+    if not metrics_path.exists():
+        return {}
+    rows = read_metrics(metrics_path)
+    tail = rows[-max(1, len(rows) // 10):]
+    adv = [r["retrieval/evidence_advantage"] for r in tail if r.get("retrieval/evidence_advantage") is not None]
+    return {"final_retrieval_utility": sum(r["retrieval/utility"] for r in tail) / len(tail),
+            "final_evidence_advantage": sum(adv) / len(adv) if adv else None}
+
+
+def _names(csv: str, known: dict, what: str) -> list[str]:
+    names = [s.strip() for s in csv.split(",") if s.strip()]
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown systems/ablations {unknown}; systems: {SYSTEMS}, ablations: {tuple(ABLATIONS)}")
+        raise ValueError(f"unknown {what} {unknown}; known: {tuple(known)}")
+    return names
+
+
+# ---- the recipe -----------------------------------------------------------------------------------
+def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool = True) -> dict:
+    """Run the systems of ``cfg.experiment.systems`` and then the ablations.
+
+    Writes results.json, results.md and results.png to ``out``. The realm system is also exported as
+    the servable ``OUT/model``.
+    """
+    # ---- setup
+    t_start = time.time()
+    out = Path(out)
+    systems = _names(cfg.experiment.systems, SYSTEMS, "systems")
+    ablations = _names(cfg.experiment.ablations, ABLATIONS, "ablations")
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, out / "config.yaml")
+    qa = {"train": read_qa(train), "dev": read_qa(dev), "test": read_qa(test)}
+    t0 = time.time()
+    store = BlockStore(out / "corpus") if (out / "corpus" / "manifest.json").exists() else \
+        build_corpus(Path(corpus), out / "corpus", cfg.corpus, progress=progress)[0]
+    corpus_s = round(time.time() - t0, 1)
+    stages = Stages(cfg, store, out / "stages", qa["dev"], progress)
+    run = Systems(cfg, store, stages, qa, out / "stages", progress)
+
+    # ---- systems, then ablations
     results: list[SystemResult] = []
+    servable = None
     for name in systems:
         t0 = time.time()
-        res = getattr(exp, name)()
+        if name == "closed_book":
+            res = run.closed_book(cfg)
+        else:
+            res, retriever, reader = run.reader_system(SYSTEMS[name], cfg, name)
+            if name == "realm":
+                servable = retriever, reader
         res.wall_s = round(time.time() - t0, 1)
         results.append(res)
         log.info("%s: %s", name, res)
-    for ab in ablations:
-        label, overrides, repretrain = ABLATIONS[ab]
-        if ab == "stale_index":
-            overrides = [f"pretrain.stale_factor={cfg.experiment.stale_factor}"]
+    for name in ablations:
+        ab = ABLATIONS[name]
         t0 = time.time()
-        res = exp.realm(f"realm_{ab}", overrides, pretrain_stage=None if repretrain else "realm_pretrain")
-        res.system = f"realm ({label})"
+        stage = f"realm_{name}_pretrain" if ab.repretrain else "realm_pretrain"
+        res, _, _ = run.reader_system(SYSTEMS["realm"], with_overrides(cfg, ab.overrides(cfg)), f"realm_{name}", stage)
+        res.system = f"realm ({ab.label})"
         res.wall_s = round(time.time() - t0, 1)
         results.append(res)
-    retrieval = exp.retrieval_table()
-    report = {"config": str(exp.out / "config.yaml"), "corpus": exp.store.manifest, "retrieval_dev": retrieval,
-              "questions": {k: len(v) for k, v in exp.qa.items()}, "stage_seconds": exp.timings,
+
+    # ---- the servable model: `realm ask OUT/model "question"`
+    if servable is not None:
+        export_qa_run(out / "model", *servable, store, top_k=cfg.reader.top_k, source=str(out / "stages" / "realm"),
+                      bf16=cfg.index.bf16, device=cfg.device, backend=cfg.index.backend)
+
+    # ---- report
+    retrieval = run.retrieval_table()
+    report = {"config": str(out / "config.yaml"), "corpus": store.manifest, "retrieval_dev": retrieval,
+              "questions": {k: len(v) for k, v in qa.items()},
+              "stage_seconds": {"corpus": corpus_s, **stages.timings},
               "total_seconds": round(time.time() - t_start, 1), "systems": [r.__dict__ for r in results]}
-    (exp.out / "results.json").write_text(json.dumps(report, indent=2))
-    from realm.evaluation.retrieval import format_table
+    write_report(report, results, retrieval, out)
+    return report
 
-    table = results_table(results)
-    retrieval_md = format_table(retrieval)
-    (exp.out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n")
-    from realm.training.plots import plot_bars
 
-    plot_bars([r.system for r in results], {"test EM": [100 * (r.test_em or 0) for r in results],
-                                            "dev EM": [100 * (r.dev_em or 0) for r in results],
-                                            "zero-shot R@5 (dev)": [None if r.zero_shot_recall5 is None else 100 * r.zero_shot_recall5
-                                                                   for r in results]},
-              exp.out / "results.png", title="realm experiment", ylabel="%")
+def write_report(report: dict, results: list[SystemResult], retrieval: list[dict], out: Path) -> None:
+    (out / "results.json").write_text(json.dumps(report, indent=2))
+    table, retrieval_md = results_table(results), format_table(retrieval)
+    (out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n")
+    plot_bars([r.system for r in results],
+              {"test EM": [100 * (r.test_em or 0) for r in results], "dev EM": [100 * (r.dev_em or 0) for r in results],
+               "zero-shot R@5 (dev)": [None if r.zero_shot_recall5 is None else 100 * r.zero_shot_recall5
+                                       for r in results]},
+              out / "results.png", title="realm experiment", ylabel="%")
     print(table)
     print("\nzero-shot retrieval, dev questions:\n" + retrieval_md)
-    print(f"\nresults: {exp.out / 'results.json'}, {exp.out / 'results.md'}, {exp.out / 'results.png'} "
+    print(f"\nresults: {out / 'results.json'}, {out / 'results.md'}, {out / 'results.png'} "
           f"(total {report['total_seconds']:.0f} s)")
-    return report
 
 
 def results_table(results: list[SystemResult]) -> str:

@@ -13,8 +13,8 @@ matches the start of "Varnholt". ``block_has_answer`` uses :func:`realm.data.qa.
 block text (normalised whole-word match), as recall@k does.
 
 Retrieval comes from :mod:`realm.retrieval`: dense retrieval over the frozen block embeddings with the
-backend ``index.backend`` names, or ``retrieval="bm25"`` (the ``bm25_reader`` baseline): the blocks come
-from a BM25 index, the BM25 scores are the retrieval logits (constants) and only the reader trains.
+backend ``index.backend`` names, or BM25 (the ``bm25_reader`` baseline), whose scores are the retrieval
+logits (constants): then only the reader trains.
 
 Recipe: ``setup`` (untie/freeze, optimiser, resume) -> ``train`` -> save ``RUN/reader/``, ``RUN/retriever/``.
 """
@@ -33,13 +33,12 @@ from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, has_answer
 from realm.models.bert import autocast
 from realm.models.reader import SpanReader, reader_inputs, span_index
-from realm.models.retriever import Retriever
 from realm.retrieval import BM25Retrieval, DenseRetrieval
 from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import AnswerBank, substitute
 from realm.training.logger import MetricLogger
 from realm.training.losses import reader_loss
-from realm.training.optim import make_optimizer, optimizer_step, unique_parameters
+from realm.training.optim import due, make_optimizer, optimizer_step, unique_parameters
 from realm.training.run import begin_step, resume, start_run
 
 log = logging.getLogger(__name__)
@@ -73,31 +72,32 @@ def correct_spans(bodies: list[np.ndarray], body_start: torch.Tensor, seq_len: i
     return torch.from_numpy(out)
 
 
-def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Retriever | None, reader: SpanReader,
-             train: list[QAExample], run_dir: str | Path, progress: bool = True, retrieval: str = "dense", bm25=None, checkpoint_every: int | None = None, bf16: bool | None = None) -> dict:
-    """Fine-tune (or resume) ``reader`` (+ the query encoder) on ``train``; returns a summary dict.
+def finetune(cfg: RunConfig, retrieval: DenseRetrieval | BM25Retrieval, reader: SpanReader,
+             train: list[QAExample], run_dir: str | Path, progress: bool = True, checkpoint_every: int | None = None,
+             bf16: bool | None = None) -> dict:
+    """Fine-tune (or resume) ``reader`` (+ the query encoder of a dense ``retrieval``) on ``train``; returns a
+    summary dict. The blocks come from ``retrieval``: dense over a fixed index, or BM25.
 
     ``checkpoint_every`` / ``bf16`` default to ``cfg.finetune.checkpoint_every`` (0: only at the end) /
-    ``cfg.finetune.bf16``.
+    ``cfg.finetune.bf16``; the query encoder runs under the same autocast as the reader.
     """
     ft = cfg.finetune
     bf16 = ft.bf16 if bf16 is None else bf16
     if not train:
         raise ValueError("no training questions")
-    if retrieval not in RETRIEVAL_MODES:
-        raise ValueError(f"retrieval must be one of {RETRIEVAL_MODES}, got {retrieval!r}")
-    if retrieval == "dense" and (retriever is None or index_embeddings is None):
-        raise ValueError("dense retrieval needs a retriever and the block embeddings")
-    if retrieval == "bm25" and bm25 is None:
-        raise ValueError("retrieval='bm25' needs a BM25Index")
+    mode = retrieval.kind
+    if mode not in RETRIEVAL_MODES:
+        raise ValueError(f"retrieval must be one of {RETRIEVAL_MODES}, got {mode!r}")
+    store = retrieval.store
     # ---- setup
     run = start_run(cfg, store, run_dir)
     run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     reader.max_query_len = cfg.retriever.query_len
     reader.to(device).train()
     modules: dict[str, torch.nn.Module] = {"reader": reader}
-    train_query = retrieval == "dense" and ft.train_query_encoder
-    if retrieval == "dense":
+    train_query = mode == "dense" and ft.train_query_encoder
+    retriever = retrieval.retriever if mode == "dense" else None
+    if mode == "dense":
         if retriever.shared:
             retriever.untie()  # the document side stays as it was when the index was built
         retriever.to(device)
@@ -105,74 +105,76 @@ def finetune(cfg: RunConfig, store: BlockStore, index_embeddings, retriever: Ret
         retriever.query.requires_grad_(train_query).train(train_query)
         if train_query:
             modules["query_encoder"] = retriever.query
+        retrieval.bf16 = bf16
     params = unique_parameters(*modules.values())
     opt = make_optimizer(params, ft.lr)
     start, _ = resume(run_dir, modules, opt, "fine-tuning")
-    blocks = DenseRetrieval(retriever, store, index_embeddings, cfg.index.backend, device, bf16) \
-        if retrieval == "dense" else BM25Retrieval(store, bm25, device)
+    blocks = retrieval
     answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
     continuation = continuation_ids(tok)
     answer_bank = AnswerBank([ex.answers[0] for ex in train], tok.encode) if ft.counterfactual > 0 else None
     text_cache: dict[int, str] = {}
     checkpoint_every = checkpoint_every or ft.checkpoint_every
-    logger = MetricLogger(run_dir / "metrics.jsonl", ft.steps, f"finetune ({retrieval})", start, progress,
+    logger = MetricLogger(run_dir / "metrics.jsonl", ft.steps, f"finetune ({mode})", start, progress,
                           bar_keys=("loss/total", "train/recall", "perf/tokens_per_s"))
     totals = {"questions": 0, "no_correct_span": 0, "no_answer_block": 0}
     last: dict = {}
     # ---- train
-    for step in range(start, ft.steps):
-        t0 = time.time()
-        lr, rng = begin_step(opt, step, cfg.seed, ft.lr, ft.warmup, ft.steps)
-        batch = rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False)
-        questions = [train[i].question for i in batch]
-        q_ids = [e.ids for e in tok.encode_batch(questions)]
-        ids, ret_logits = blocks.retrieve(questions, q_ids, cfg.reader.top_k)
-        bsz, k = ids.shape
-        row_answers = [answer_ids[i] for i in batch for _ in range(k)]
-        swapped_bodies = None
-        if ft.counterfactual > 0:  # the answer, swapped in the blocks for another of its kind, is the gold
-            swapped_bodies, row_answers, n_swapped = swap_answers(
-                [train[i].answers[0] for i in batch], [answer_ids[i] for i in batch], ids, store, answer_bank,
-                continuation, ft.counterfactual, rng)
-        inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp, swapped_bodies)
-        inputs = {n: v.to(device) for n, v in inputs.items()}
-        with autocast(device, bf16):
-            out = reader(inputs, body_start, body_end)
-        seq_len, num_spans = inputs["input_ids"].shape[1], out.starts.numel()
-        correct = correct_spans(bodies, body_start, seq_len, num_spans, row_answers, reader.max_span_width, continuation)
-        has_ans = torch.tensor([[b >= 0 and has_answer(_text(store, int(b), text_cache), train[i].answers)
-                                 for b in ids[r]] for r, i in enumerate(batch)], device=device)
-        loss, stats = reader_loss(out.span_logits.view(bsz, k, -1), out.valid.view(bsz, k, -1),
-                                  correct.to(device).view(bsz, k, -1), ret_logits, has_ans)
-        grad_norm = optimizer_step(opt, loss, params)
-        dt = time.time() - t0
-        tokens = int(inputs["attention_mask"].sum()) + sum(len(q) + 2 for q in q_ids)
-        no_span, no_block = int(stats["num_no_correct_span"]), int(stats["num_no_answer_block"])
-        totals["questions"] += bsz
-        totals["no_correct_span"] += no_span
-        totals["no_answer_block"] += no_block
-        last = {"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
-                "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
-                "grad_norm": grad_norm, "train/recall": 1.0 - no_block / bsz, "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
-                "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
-        logger.log(step + 1, last)
-        logger.advance()
-        if (step + 1) % max(1, ft.log_every) == 0:
-            log.info("finetune step %d: loss %.4f (reader %.4f, retriever %.4f)", step + 1, last["loss/total"],
-                     last["loss/reader"], last["loss/retriever"])
-        if checkpoint_every and (step + 1) % checkpoint_every == 0 and step + 1 < ft.steps:
-            save_checkpoint(run_dir, step + 1, modules, opt)
-    logger.close()
+    try:
+        for step in range(start, ft.steps):
+            t0 = time.time()
+            lr, rng = begin_step(opt, step, cfg.seed, ft.lr, ft.warmup, ft.steps)
+            batch = rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False)
+            questions = [train[i].question for i in batch]
+            q_ids = [e.ids for e in tok.encode_batch(questions)]
+            ids, ret_logits = blocks.retrieve(questions, q_ids, cfg.reader.top_k)
+            bsz, k = ids.shape
+            row_answers = [answer_ids[i] for i in batch for _ in range(k)]
+            swapped_bodies = None
+            if ft.counterfactual > 0:  # the answer, swapped in the blocks for another of its kind, is the gold
+                swapped_bodies, row_answers, n_swapped = swap_answers(
+                    [train[i].answers[0] for i in batch], [answer_ids[i] for i in batch], ids, store, answer_bank,
+                    continuation, ft.counterfactual, rng)
+            inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp, swapped_bodies)
+            inputs = {n: v.to(device) for n, v in inputs.items()}
+            with autocast(device, bf16):
+                out = reader(inputs, body_start, body_end)
+            seq_len, num_spans = inputs["input_ids"].shape[1], out.starts.numel()
+            correct = correct_spans(bodies, body_start, seq_len, num_spans, row_answers, reader.max_span_width,
+                                    continuation)
+            has_ans = torch.tensor([[b >= 0 and has_answer(_text(store, int(b), text_cache), train[i].answers)
+                                     for b in ids[r]] for r, i in enumerate(batch)], device=device)
+            loss, stats = reader_loss(out.span_logits.view(bsz, k, -1), out.valid.view(bsz, k, -1),
+                                      correct.to(device).view(bsz, k, -1), ret_logits, has_ans)
+            grad_norm = optimizer_step(opt, loss, params)
+            dt = time.time() - t0
+            tokens = int(inputs["attention_mask"].sum()) + sum(len(q) + 2 for q in q_ids)
+            no_span, no_block = int(stats["num_no_correct_span"]), int(stats["num_no_answer_block"])
+            totals["questions"] += bsz
+            totals["no_correct_span"] += no_span
+            totals["no_answer_block"] += no_block
+            last = {"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
+                    "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
+                    "grad_norm": grad_norm, "train/recall": 1.0 - no_block / bsz,
+                    "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
+                    "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
+            logger.log(step + 1, last)
+            logger.advance()
+            if (step + 1) % max(1, ft.log_every) == 0:
+                log.info("finetune step %d: loss %.4f (reader %.4f, retriever %.4f)", step + 1, last["loss/total"],
+                         last["loss/reader"], last["loss/retriever"])
+            if due(step + 1, checkpoint_every, ft.steps):
+                save_checkpoint(run_dir, step + 1, modules, opt)
+    finally:
+        logger.close()
     # ---- save
-    if ft.steps > start:
-        save_checkpoint(run_dir, ft.steps, modules, opt)
     reader.eval()
     reader.save(run_dir / "reader")
-    if retrieval == "dense":
+    if mode == "dense":
         retriever.eval()
         retriever.save(run_dir / "retriever")
     seen = max(1, totals["questions"])
-    summary = {"run_dir": str(run_dir), "retrieval": retrieval, "steps": ft.steps, "start_step": start, **last,
+    summary = {"run_dir": str(run_dir), "retrieval": mode, "steps": ft.steps, "start_step": start, **last,
                "questions_seen": totals["questions"], "questions_without_correct_span": totals["no_correct_span"],
                "no_correct_span_frac": totals["no_correct_span"] / seen,
                "no_answer_block_frac": totals["no_answer_block"] / seen}

@@ -21,6 +21,7 @@ from realm.index.build import embed_blocks
 from realm.models.inputs import Specials, query_inputs, store_block_inputs
 from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever
+from realm.retrieval import DenseRetrieval
 from realm.serving.answer import Answerer
 from realm.serving.qa_run import IndexedCorpus, current_version, export_qa_run
 from realm.serving.update import update_index, update_index_report
@@ -113,7 +114,7 @@ def build_reading_run(root):
     cfg.finetune.batch_size, cfg.finetune.lr, cfg.finetune.train_query_encoder = 8, 2e-3, False
     for r in range(ROUNDS):
         for c, (s, emb, examples) in enumerate(train):
-            finetune(cfg, s, emb, retriever, reader, examples, root / f"ft{r}{c}", progress=False)
+            finetune(cfg, DenseRetrieval(retriever, s, emb), reader, examples, root / f"ft{r}{c}", progress=False)
     run = export_qa_run(root / "run", retriever, reader, store, top_k=3, bf16=False, source="tests: reading run")
     return run, world, seen
 

@@ -78,7 +78,8 @@ def test_dense_finetune_trains_query_encoder_only(world, tmp_path):
     emb_before = emb.copy()
     doc_before = {k: v.clone() for k, v in retriever.query.state_dict().items()}  # shared: doc == query
     em_before = evaluate_qa(DenseRetrieval(retriever, world, emb), reader, TRAIN, k=3)["exact_match"]
-    summary = finetune(cfg, world, emb, retriever, reader, TRAIN, tmp_path / "run", progress=False)
+    summary = finetune(cfg, DenseRetrieval(retriever, world, emb), reader, TRAIN, tmp_path / "run",
+                       progress=False)
     loss = list(losses(tmp_path / "run").values())
     assert len(loss) == 30 and np.isfinite(loss).all()
     assert np.mean(loss[-5:]) < 0.6 * np.mean(loss[:3])
@@ -109,27 +110,29 @@ def test_dense_finetune_trains_query_encoder_only(world, tmp_path):
 def test_frozen_query_encoder(world, tmp_path):
     cfg, retriever, reader, emb = setup(world, steps=3, train_query_encoder=False)
     before = {k: v.clone() for k, v in retriever.query.state_dict().items()}
-    finetune(cfg, world, emb, retriever, reader, TRAIN, tmp_path / "run", progress=False)
+    finetune(cfg, DenseRetrieval(retriever, world, emb), reader, TRAIN, tmp_path / "run", progress=False)
     for k, v in retriever.query.state_dict().items():
         assert torch.equal(v, before[k]), k
 
 
 def test_bf16_autocast_runs(world, tmp_path):
     cfg, retriever, reader, emb = setup(world, steps=3)
-    summary = finetune(cfg, world, emb, retriever, reader, TRAIN, tmp_path / "run", progress=False, bf16=True)
+    summary = finetune(cfg, DenseRetrieval(retriever, world, emb), reader, TRAIN, tmp_path / "run", progress=False,
+                       bf16=True)
     assert all(np.isfinite(v) for v in losses(tmp_path / "run").values())
     assert summary["steps"] == 3 and np.isfinite(summary["loss/total"])
 
 
 def test_resume_reproduces_uninterrupted_run(world, tmp_path):
     cfg, retriever, reader, emb = setup(world, steps=8)
-    finetune(cfg, world, emb, retriever, reader, TRAIN, tmp_path / "a", progress=False, checkpoint_every=4)
+    finetune(cfg, DenseRetrieval(retriever, world, emb), reader, TRAIN, tmp_path / "a", progress=False,
+             checkpoint_every=4)
     full = losses(tmp_path / "a")
     # an "interrupted" run: only the step-4 checkpoint survives, fresh models are passed in
     (tmp_path / "b" / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "a" / "checkpoints" / "step_000004", tmp_path / "b" / "checkpoints" / "step_000004")
     cfg, retriever, reader, _ = setup(world, steps=8)
-    summary = finetune(cfg, world, emb, retriever, reader, TRAIN, tmp_path / "b", progress=False)
+    summary = finetune(cfg, DenseRetrieval(retriever, world, emb), reader, TRAIN, tmp_path / "b", progress=False)
     resumed = losses(tmp_path / "b")
     assert summary["start_step"] == 4 and sorted(resumed) == [5, 6, 7, 8]
     for step in resumed:
@@ -140,8 +143,7 @@ def test_bm25_reader_learns_to_extract(world, tmp_path):
     cfg, _, reader, _ = setup(world, steps=40)
     bm25 = BM25Index.build(world.search_texts())
     before = evaluate_qa(BM25Retrieval(world, bm25), reader, TRAIN, k=3)
-    summary = finetune(cfg, world, None, None, reader, TRAIN, tmp_path / "run", progress=False,
-                       retrieval="bm25", bm25=bm25)
+    summary = finetune(cfg, BM25Retrieval(world, bm25), reader, TRAIN, tmp_path / "run", progress=False)
     loss = list(losses(tmp_path / "run").values())
     assert np.mean(loss[-5:]) < 0.3 * np.mean(loss[:3])
     after = evaluate_qa(BM25Retrieval(world, bm25), reader, TRAIN, k=3)
