@@ -9,7 +9,7 @@ import argparse
 import importlib
 import sys
 
-from bench.report import write_markdown
+from bench.report import RESULTS, Result, write_markdown
 
 # name -> (module, what it measures, in the default set)
 BENCHMARKS = {
@@ -22,6 +22,27 @@ BENCHMARKS = {
     "cli": ("bench.bench_cli", "CLI start-up and `realm ask` cold start (needs --run)", False),
     "block-records": ("bench.bench_block_records", "loading an object-array block_records.npy", False),
 }
+
+# the older scripts: their own markdown tables go to bench/results/<name>.md (their committed
+# bench/RESULTS-*.md files are kept as history); --quick passes these arguments
+QUICK_ARGS = {
+    "embed": ["--blocks", "2000", "--encoders", "2x128"],
+    "ann": ["--sizes", "20000", "--data", "structured", "--runs", "3"],
+    "serve": ["--requests", "200", "--max-batch", "16"],
+    "soak": ["--seconds", "20"],
+    "cli": [],
+    "block-records": ["--records", "100000"],
+}
+
+
+def run_script(name: str, module, extra: list[str], quick: bool) -> Result:
+    """Run an older benchmark script's ``main(argv)``; the JSON result points at its markdown."""
+    out = RESULTS / f"{name}.md"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    res = Result(name, (module.__doc__ or name).strip().splitlines()[0], quick, extra)
+    module.main([*(QUICK_ARGS[name] if quick else []), *extra, "--out", str(out)])
+    res.note(f"tables: [bench/results/{name}.md](results/{name}.md)")
+    return res
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module = importlib.import_module(BENCHMARKS[name][0])
         print(f"== {name}", flush=True)
-        result = module.run(extra, a.quick)
+        result = module.run(extra, a.quick) if hasattr(module, "run") else \
+            run_script(name, module, extra, a.quick)
         print(f"wrote {result.save()}", flush=True)
     print(f"wrote {write_markdown(list(BENCHMARKS))}")
     return 0

@@ -23,19 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from realm.convert.npy_records import load_records, save_records  # noqa: E402
+from realm.convert.npy_records import load_records, save_records
 
 REALM_RECORDS = 13_353_718
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--mean-bytes", type=int, default=700)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-block-records.md"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     lengths = rng.integers(args.mean_bytes // 2, 3 * args.mean_bytes // 2 + 1, size=args.records)
     pool = rng.integers(97, 123, size=int(lengths.max()) + args.records, dtype=np.uint8).tobytes()

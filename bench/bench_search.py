@@ -26,8 +26,7 @@ import faiss
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from realm.index import ExactIndex, FaissIndex  # noqa: E402
+from realm.index import ExactIndex, FaissIndex
 
 METHODS = ("exact_fp32", "exact_bf16", "faiss_flat", "faiss_hnsw", "faiss_ivfpq")
 

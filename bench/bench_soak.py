@@ -31,7 +31,6 @@ QUESTIONS = ["Where was {} born?", "Who founded {}?", "When was {} founded?", "W
 
 
 def tiny_run(tmp: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.serving.test_answer import build_run
 
     return build_run(tmp, entities=60)
@@ -84,13 +83,13 @@ def client(port: int, stop: float, seed: int, titles: list[str], out: dict, lock
         out["malformed_4xx"] += bad_ok
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=300)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--run", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("bench/RESULTS-soak.md"))
-    a = p.parse_args()
+    a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     run = a.run or tiny_run(tmp)
     from realm.serving.qa_run import IndexedCorpus
@@ -100,7 +99,7 @@ def main() -> None:
     env = dict(os.environ, REALM_ADMIN_TOKEN="soak", OMP_NUM_THREADS="1")
     server = subprocess.Popen([sys.executable, "-c", "import sys; from realm.serving.app import serve; "
                                f"serve({str(run)!r}, host='127.0.0.1', port={port}, log_level='warning')"],
-                              env=env, stderr=subprocess.DEVNULL)
+                              env=env, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
     try:
         deadline = time.time() + 120
         while True:

@@ -8,7 +8,6 @@ import platform
 import shlex
 import statistics
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -85,7 +84,8 @@ def percentile(xs: list[float], p: float) -> float:
 class Result:
     """One benchmark's output: tables of rows plus notes, saved as ``results/<name>.json``."""
 
-    def __init__(self, name: str, title: str, argv: list[str]):
+    def __init__(self, name: str, title: str, quick: bool, extra: list[str]):
+        argv = [name, *(["--quick"] if quick else []), *(["--", *extra] if extra else [])]
         self.data = {"name": name, "title": title,
                      "command": "python -m bench " + shlex.join(argv),
                      "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -144,6 +144,3 @@ def write_markdown(order: list[str]) -> Path:
     out.write_text("\n".join(lines))
     return out
 
-
-def python() -> str:
-    return sys.executable
