@@ -2,7 +2,7 @@
 
 In-process: :class:`realm.serving.answer.Answerer` (``ask`` one question at a time = batch 1;
 ``ask_many`` of 32 questions = batch 32, latency = the whole batch). HTTP: the FastAPI app under
-uvicorn in this process (a server thread, ``POST /ask``), one keep-alive client sending questions one
+uvicorn in a subprocess (``POST /ask``; one server per code version), one keep-alive client sending questions one
 after the other (batch 1), and 32 client threads at once (the server batches what is waiting, up to 32).
 "before" runs the same code with the change of this benchmark's issue undone (models switch
 train/eval modes the plain ``nn.Module`` way on every batch), in the same rounds as "after".
@@ -52,24 +52,37 @@ def summary(lat: list[float], wall: float, n_questions: int) -> list:
 
 
 @contextmanager
-def http_server(answerer):
-    import uvicorn
-
-    from realm.serving.app import create_app
+def http_server(run_dir: Path, mode: str):
+    """``realm serve``'s app under uvicorn in a subprocess (its own GIL), "before" or "after" code."""
+    import subprocess
+    import sys
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    app = create_app(answerer=answerer, max_k=answerer.max_k, watch=False)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
+    proc = subprocess.Popen([sys.executable, "-m", "bench.latency", str(run_dir), str(port), mode],
+                            cwd=Path(__file__).resolve().parents[1])
     try:
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode}")
+                time.sleep(0.1)
         yield port
     finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def serve(run_dir: str, port: int, mode: str) -> None:
+    import uvicorn
+
+    from realm.serving.app import create_app
+    with plain_mode_switch(mode == "before"):
+        app = create_app(run_dir, max_batch=32, watch=False)
+        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 
 def http_client(port: int, qs: list[str], out: list[float]) -> None:
@@ -128,26 +141,27 @@ def run(argv: list[str], quick: bool) -> Result:
                             lat.append(time.perf_counter() - t)
                         cases.setdefault((mode, "in-process, batch 32"), []).append(
                             (lat, time.perf_counter() - t0, 32 * len(b32)))
-            with http_server(ans) as port:
+        with http_server(run_dir, "before") as port_before, http_server(run_dir, "after") as port_after:
+            ports = {"before": port_before, "after": port_after}
+            for port in ports.values():
                 http_client(port, b1[:5], [])  # warm-up
-                for r in range(a.rounds):
-                    for mode in ("before", "after"):
-                        with plain_mode_switch(mode == "before"):
-                            lat, t0 = [], time.perf_counter()
-                            http_client(port, b1, lat)
-                            cases.setdefault((mode, "HTTP, 1 client (batch 1)"), []).append(
-                                (lat, time.perf_counter() - t0, len(b1)))
-                            lats = [[] for _ in range(32)]
-                            per = [qs[i::32][:4] for i in range(32)]
-                            threads = [threading.Thread(target=http_client, args=(port, per[i], lats[i]))
-                                       for i in range(32)]
-                            t0 = time.perf_counter()
-                            for th in threads:
-                                th.start()
-                            for th in threads:
-                                th.join()
-                            cases.setdefault((mode, "HTTP, 32 clients (batch <= 32)"), []).append(
-                                (sum(lats, []), time.perf_counter() - t0, sum(map(len, per))))
+            for r in range(a.rounds):
+                for mode, port in ports.items():
+                    lat, t0 = [], time.perf_counter()
+                    http_client(port, b1, lat)
+                    cases.setdefault((mode, "HTTP, 1 client (batch 1)"), []).append(
+                        (lat, time.perf_counter() - t0, len(b1)))
+                    lats = [[] for _ in range(32)]
+                    per = [qs[i::32][:4] for i in range(32)]
+                    threads = [threading.Thread(target=http_client, args=(port, per[i], lats[i]))
+                               for i in range(32)]
+                    t0 = time.perf_counter()
+                    for th in threads:
+                        th.start()
+                    for th in threads:
+                        th.join()
+                    cases.setdefault((mode, "HTTP, 32 clients (batch <= 32)"), []).append(
+                        (sum(lats, []), time.perf_counter() - t0, sum(map(len, per))))
         rows = res.table("questions/s and latency per request (batch 1) or per batch (in-process batch 32)",
                          ["case", "code", "questions/s", "p50 ms", "p99 ms", "p50 after / before"])
         for case in dict.fromkeys(c for _, c in cases):
@@ -161,3 +175,8 @@ def run(argv: list[str], quick: bool) -> Result:
     res.note("each figure is the median over rounds of that round's questions/s, p50 and p99; the ratio is "
              "the median of per-round p50 ratios.")
     return res
+
+
+if __name__ == "__main__":  # the HTTP server subprocess: RUN PORT MODE
+    import sys
+    serve(sys.argv[1], int(sys.argv[2]), sys.argv[3])
