@@ -1,6 +1,6 @@
 """Index-building throughput: blocks/s of the document encoder, fp32 vs bf16 autocast.
 
-    python bench/bench_embed.py [--blocks 20000] [--encoders 2x128 4x256] [--out bench/RESULTS-embed.md]
+    python -m bench embed -- [--blocks 20000] [--encoders 2x128 4x256] [--out bench/RESULTS-embed.md]
 
 Blocks come from a generated world (``realm world``) packed with 64-token bodies; the throughput of
 a 100k or 1M-block index is ``blocks / (blocks/s)``: embedding is a fixed cost per block, so a

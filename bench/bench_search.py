@@ -1,6 +1,6 @@
 """Benchmark MIPS backends: latency per query batch, recall@k vs exact fp32, build time.
 
-    python bench/bench_search.py [--sizes 100000 1000000] [--data random structured]
+    python -m bench ann -- [--sizes 100000 1000000] [--data random structured]
                                  [--out bench/RESULTS-search.md]
 
 Data: ``random`` = i.i.d. N(0,1) vectors (the hardest case for graph/IVF indexes);
@@ -104,7 +104,7 @@ class Report:
                  f"latency = median (and min) of {a.runs} timed runs after a warm-up; "
                  f"recall@{a.k} vs exact fp32 on the same batch.", "",
                  *environment(),
-                 f"- command: `python {shlex.join(sys.argv)}`", "",
+                 f"- command: `python -m bench ann -- {shlex.join(sys.argv[1:])}`", "",
                  "| data | N | method | params | build s | ms/batch (median) | ms (min) "
                  f"| recall@{a.k} | load 1m/5m |",
                  "|---|---:|---|---|---:|---:|---:|---:|---|"]

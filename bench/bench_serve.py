@@ -1,6 +1,6 @@
 """Load test of `realm serve`: N requests from C concurrent clients against a server on 127.0.0.1.
 
-    python bench/bench_serve.py [--run RUN_DIR] [--requests 1000] [--concurrency 16] [--max-batch 16 1]
+    python -m bench serve -- [--run RUN_DIR] [--requests 1000] [--concurrency 16] [--max-batch 16 1]
                                 [--server-threads 1] [--max-seconds 300] [--out bench/RESULTS-serve.md]
 
 Without ``--run``, a run is built in a temp folder: the built-in world (``--entities``, default 300) packed with

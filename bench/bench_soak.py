@@ -1,6 +1,6 @@
 """Soak test of ``realm serve``: N clients for T seconds over loopback; errors, latency, server RSS over time.
 
-    python bench/bench_soak.py [--seconds 300] [--clients 16] [--run RUN] [--out bench/RESULTS-soak.md]
+    python -m bench soak -- [--seconds 300] [--clients 16] [--run RUN] [--out bench/RESULTS-soak.md]
 
 The server is the real one (``realm.serving.app.serve``: uvicorn with the header/body deadlines and the
 connection cap) in its own process, bound to 127.0.0.1. Without ``--run`` an untrained tiny run is built
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
           f"| {res['requests']} | {res['errors']} | {res['malformed_answered_400']} | {res['req_per_s']} | "
           f"{res['p50_ms']} | {res['p99_ms']} | {res['rss_start_mb']} | {res['rss_end_mb']} | {res['rss_max_mb']} |", "",
           "RSS over time (s: MB): " + ", ".join(f"{t:g}: {r:.0f}" for t, r in rss), "",
-          f"Command: `python bench/bench_soak.py --seconds {a.seconds:g} --clients {a.clients}`", ""]
+          f"Command: `python -m bench soak -- --seconds {a.seconds:g} --clients {a.clients}`", ""]
     a.out.write_text("\n".join(md))
     a.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
 

@@ -47,6 +47,16 @@ def plain_mode_switch(active: bool):
         SkipRedundantModeSwitch.train = saved
 
 
+def timed_each(fn, items: list, per_item: int) -> tuple[list[float], float, int]:
+    """(seconds per call of ``fn(item)``, wall seconds, questions answered)."""
+    lat, t0 = [], time.perf_counter()
+    for item in items:
+        t = time.perf_counter()
+        fn(item)
+        lat.append(time.perf_counter() - t)
+    return lat, time.perf_counter() - t0, per_item * len(items)
+
+
 def summary(lat: list[float], wall: float, n_questions: int) -> list:
     return [n_questions / wall, statistics.median(lat) * 1e3, percentile(lat, 99) * 1e3]
 
@@ -120,27 +130,15 @@ def run(argv: list[str], quick: bool) -> Result:
                      f"torch threads {torch.get_num_threads()}; {a.rounds} rounds, before/after alternating")
             b1, b32 = qs[:a.questions], [qs[i:i + 32] for i in range(0, 128, 32)]
             cases = {}  # (mode, case) -> list of (latencies, wall, n)
-            for _ in range(1):  # warm-up
-                for q in b1[:5]:
-                    ans.ask(q)
-                ans.ask_many(b32[0])
+            for q in b1[:5]:  # warm-up
+                ans.ask(q)
+            ans.ask_many(b32[0])
             for r in range(a.rounds):
                 for mode in ("before", "after"):
                     with plain_mode_switch(mode == "before"):
-                        lat, t0 = [], time.perf_counter()
-                        for q in b1:
-                            t = time.perf_counter()
-                            ans.ask(q)
-                            lat.append(time.perf_counter() - t)
-                        cases.setdefault((mode, "in-process, batch 1"), []).append(
-                            (lat, time.perf_counter() - t0, len(b1)))
-                        lat, t0 = [], time.perf_counter()
-                        for batch in b32:
-                            t = time.perf_counter()
-                            ans.ask_many(batch)
-                            lat.append(time.perf_counter() - t)
+                        cases.setdefault((mode, "in-process, batch 1"), []).append(timed_each(ans.ask, b1, 1))
                         cases.setdefault((mode, "in-process, batch 32"), []).append(
-                            (lat, time.perf_counter() - t0, 32 * len(b32)))
+                            timed_each(ans.ask_many, b32, 32))
         with http_server(run_dir, "before") as port_before, http_server(run_dir, "after") as port_after:
             ports = {"before": port_before, "after": port_after}
             for port in ports.values():

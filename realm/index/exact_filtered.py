@@ -90,6 +90,8 @@ class FilteredExactIndex:
         self.group = int(group)
         self._emb = _to_float32(embeddings)
         self.num_blocks, self.dim = map(int, self._emb.shape)
+        if not 1 <= self.dim < 2 ** 31 // _QMAX ** 2:  # int32 products must not overflow
+            raise ValueError(f"embedding width must be in [1, {2 ** 31 // _QMAX ** 2}), got {self.dim}")
         n = self.num_blocks
         amax = 0.0
         for s in range(0, n, 65536):

@@ -142,3 +142,8 @@ def test_broken_int8_kernel_is_caught_and_search_redone_in_float64(monkeypatch):
     s_ref, i_ref = brute_force_search(queries, emb, 4)
     np.testing.assert_array_equal(i, i_ref)
     np.testing.assert_array_equal(s, s_ref)
+
+
+def test_width_limits():
+    with pytest.raises(ValueError, match="embedding width"):
+        FilteredExactIndex(np.zeros((3, 0), np.float32))
