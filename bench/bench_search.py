@@ -104,7 +104,7 @@ class Report:
                  f"latency = median (and min) of {a.runs} timed runs after a warm-up; "
                  f"recall@{a.k} vs exact fp32 on the same batch.", "",
                  *environment(),
-                 f"- command: `python -m bench ann -- {shlex.join(sys.argv[1:])}`", "",
+                 f"- command: `python -m bench ann -- {shlex.join(a.argv)}`", "",
                  "| data | N | method | params | build s | ms/batch (median) | ms (min) "
                  f"| recall@{a.k} | load 1m/5m |",
                  "|---|---:|---|---|---:|---:|---:|---:|---|"]
@@ -188,6 +188,7 @@ def main(argv=None) -> None:
     p.add_argument("--note", action="append", default=[], help="free-text line for the file")
     p.add_argument("--out", type=Path, default=Path("bench/RESULTS-search.md"))
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     if args.threads:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)
