@@ -1,6 +1,6 @@
 """Load time of an object-array ``block_records.npy`` (what transformers' RealmRetriever writes).
 
-    python bench/bench_block_records.py [--records 1000000] [--mean-bytes 700] [--out bench/RESULTS-block-records.md]
+    python -m bench block-records -- [--records 1000000] [--mean-bytes 700] [--out bench/RESULTS-block-records.md]
 
 Writes a synthetic file of ``--records`` random ASCII byte strings (lengths uniform in
 [mean/2, 3*mean/2]) in numpy 1.x's flavour (pickle protocol 3, as the hub uploads), then times
@@ -23,19 +23,18 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from realm.convert.npy_records import load_records, save_records  # noqa: E402
+from realm.convert.npy_records import load_records, save_records
 
 REALM_RECORDS = 13_353_718
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--mean-bytes", type=int, default=700)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path(__file__).with_name("RESULTS-block-records.md"))
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     lengths = rng.integers(args.mean_bytes // 2, 3 * args.mean_bytes // 2 + 1, size=args.records)
     pool = rng.integers(97, 123, size=int(lengths.max()) + args.records, dtype=np.uint8).tobytes()
@@ -68,7 +67,7 @@ def main() -> int:
         f"- versions: python {platform.python_version()}, numpy {np.__version__}",
         f"- file: {args.records:,} records, {args.mean_bytes} bytes mean, {size / 2**30:.2f} GiB, pickle protocol 3 "
         f"(written in {write_s:.1f} s); peak RSS of the process {rss_gib:.1f} GiB",
-        f"- command: `python bench/bench_block_records.py --records {args.records} --mean-bytes {args.mean_bytes}`",
+        f"- command: `python -m bench block-records -- --records {args.records} --mean-bytes {args.mean_bytes}`",
         "", f"| loader | median s | min s | extrapolated to {REALM_RECORDS:,} records (s) | load 1m |",
         "|---|---:|---:|---:|---:|",
         *[f"| {n} | {med:.2f} | {mn:.2f} | {med * scale:.0f} | {load:.1f} |" for n, med, mn, load in rows], ""]

@@ -1,6 +1,6 @@
 """CLI start-up: `realm --help` against a bare `python -c pass`, and where `realm ask`'s cold start goes.
 
-    python bench/bench_cli.py --run RUN_DIR [--before SRC_DIR] [--questions QA.jsonl] [--repeat 7]
+    python -m bench cli -- --run RUN_DIR [--before SRC_DIR] [--questions QA.jsonl] [--repeat 7]
                               [--ask-repeat 3] [--out bench/RESULTS-cli.md]
 
 Every figure is the median of ``--repeat`` (help) or ``--ask-repeat`` (ask) fresh interpreters, run one after
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
              f"load average 1/5/15 min: {load_before} before, {load_after} after",
              f"- run: `{args.run}`; python {platform.python_version()}; OMP_NUM_THREADS=1",
              f"- columns: {', '.join(f'{k} = `{v}`' for k, v in srcs.items())}",
-             f"- command: `python bench/bench_cli.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
+             f"- command: `python -m bench cli -- {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
              f"## `realm [VERB] --help` (median of {args.repeat} fresh interpreters; target <= 0.3 s)", "",
              f"Bare `python -c pass`: {bare[0]:.3f} s wall, {bare[1]:.3f} s CPU. On a shared machine the CPU "
              f"time (user + system) is the steadier figure: wall time includes waiting for a core.", "",

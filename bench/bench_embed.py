@@ -1,6 +1,6 @@
 """Index-building throughput: blocks/s of the document encoder, fp32 vs bf16 autocast.
 
-    python bench/bench_embed.py [--blocks 20000] [--encoders 2x128 4x256] [--out bench/RESULTS-embed.md]
+    python -m bench embed -- [--blocks 20000] [--encoders 2x128 4x256] [--out bench/RESULTS-embed.md]
 
 Blocks come from a generated world (``realm world``) packed with 64-token bodies; the throughput of
 a 100k or 1M-block index is ``blocks / (blocks/s)``: embedding is a fixed cost per block, so a
@@ -32,13 +32,13 @@ def corpus(tmp: Path, entities: int) -> BlockStore:
                         progress=False)[0]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--blocks", type=int, default=20000, help="blocks embedded per measurement")
     p.add_argument("--encoders", nargs="+", default=["2x128", "4x256"], help="LAYERSxHIDDEN")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--out", type=Path, default=Path("bench/RESULTS-embed.md"))
-    a = p.parse_args()
+    a = p.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         store = corpus(Path(tmp), max(200, a.blocks // 2))
         n = min(a.blocks, len(store))

@@ -1,6 +1,6 @@
 """Benchmark MIPS backends: latency per query batch, recall@k vs exact fp32, build time.
 
-    python bench/bench_search.py [--sizes 100000 1000000] [--data random structured]
+    python -m bench ann -- [--sizes 100000 1000000] [--data random structured]
                                  [--out bench/RESULTS-search.md]
 
 Data: ``random`` = i.i.d. N(0,1) vectors (the hardest case for graph/IVF indexes);
@@ -26,8 +26,7 @@ import faiss
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from realm.index import ExactIndex, FaissIndex  # noqa: E402
+from realm.index import ExactIndex, FaissIndex
 
 METHODS = ("exact_fp32", "exact_bf16", "faiss_flat", "faiss_hnsw", "faiss_ivfpq")
 
@@ -105,7 +104,7 @@ class Report:
                  f"latency = median (and min) of {a.runs} timed runs after a warm-up; "
                  f"recall@{a.k} vs exact fp32 on the same batch.", "",
                  *environment(),
-                 f"- command: `python {shlex.join(sys.argv)}`", "",
+                 f"- command: `python -m bench ann -- {shlex.join(a.argv)}`", "",
                  "| data | N | method | params | build s | ms/batch (median) | ms (min) "
                  f"| recall@{a.k} | load 1m/5m |",
                  "|---|---:|---|---|---:|---:|---:|---:|---|"]
@@ -189,6 +188,7 @@ def main(argv=None) -> None:
     p.add_argument("--note", action="append", default=[], help="free-text line for the file")
     p.add_argument("--out", type=Path, default=Path("bench/RESULTS-search.md"))
     args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
     if args.threads:
         torch.set_num_threads(args.threads)
         faiss.omp_set_num_threads(args.threads)

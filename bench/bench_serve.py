@@ -1,6 +1,6 @@
 """Load test of `realm serve`: N requests from C concurrent clients against a server on 127.0.0.1.
 
-    python bench/bench_serve.py [--run RUN_DIR] [--requests 1000] [--concurrency 16] [--max-batch 16 1]
+    python -m bench serve -- [--run RUN_DIR] [--requests 1000] [--concurrency 16] [--max-batch 16 1]
                                 [--server-threads 1] [--max-seconds 300] [--out bench/RESULTS-serve.md]
 
 Without ``--run``, a run is built in a temp folder: the built-in world (``--entities``, default 300) packed with
@@ -32,7 +32,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 
 def build_run(root: Path, entities: int) -> tuple[Path, list[str]]:
@@ -95,7 +94,7 @@ def serve_forever(args) -> None:
 
 def start_server(run: Path, max_batch: int, threads: int) -> tuple[subprocess.Popen, str]:
     port = free_port()
-    cmd = [sys.executable, __file__, "--serve", str(run), "--port", str(port), "--max-batch", str(max_batch),
+    cmd = [sys.executable, "-m", "bench.bench_serve", "--serve", str(run), "--port", str(port), "--max-batch", str(max_batch),
            "--server-threads", str(threads)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     url = f"http://127.0.0.1:{port}"
@@ -165,7 +164,7 @@ def write_results(path: Path, header: list[str], rows: list[str]) -> None:
     path.write_text("\n".join(header + ["", cols, sep] + rows) + "\n")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, help="a servable run folder (default: build a tiny untrained one)")
     ap.add_argument("--entities", type=int, default=300, help="world size for the built run")
@@ -178,7 +177,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS-serve.md")
     ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)  # internal: run the server subprocess
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.serve:
         serve_forever(args)
         return 0
@@ -208,8 +207,7 @@ def main() -> int:
         f"- run: {run_desc}; {len(corpus.store)} blocks, {corpus.store.manifest['num_docs']} documents",
         f"- server: torch threads {args.server_threads}, device cpu",
         f"- versions: python {platform.python_version()}, torch {torch.__version__}",
-        f"- command: `python bench/bench_serve.py {' '.join(sys.argv[1:])}`".replace("`python bench/bench_serve.py `",
-                                                                                    "`python bench/bench_serve.py`"),
+        f"- command: `python -m bench serve -- {' '.join(sys.argv[1:] if argv is None else argv)}`",
     ]
     rows = []
     try:

@@ -1,6 +1,6 @@
 """Soak test of ``realm serve``: N clients for T seconds over loopback; errors, latency, server RSS over time.
 
-    python bench/bench_soak.py [--seconds 300] [--clients 16] [--run RUN] [--out bench/RESULTS-soak.md]
+    python -m bench soak -- [--seconds 300] [--clients 16] [--run RUN] [--out bench/RESULTS-soak.md]
 
 The server is the real one (``realm.serving.app.serve``: uvicorn with the header/body deadlines and the
 connection cap) in its own process, bound to 127.0.0.1. Without ``--run`` an untrained tiny run is built
@@ -31,7 +31,6 @@ QUESTIONS = ["Where was {} born?", "Who founded {}?", "When was {} founded?", "W
 
 
 def tiny_run(tmp: Path) -> Path:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.serving.test_answer import build_run
 
     return build_run(tmp, entities=60)
@@ -84,13 +83,13 @@ def client(port: int, stop: float, seed: int, titles: list[str], out: dict, lock
         out["malformed_4xx"] += bad_ok
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=300)
     p.add_argument("--clients", type=int, default=16)
     p.add_argument("--run", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path("bench/RESULTS-soak.md"))
-    a = p.parse_args()
+    a = p.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="soak-"))
     run = a.run or tiny_run(tmp)
     from realm.serving.qa_run import IndexedCorpus
@@ -100,7 +99,7 @@ def main() -> None:
     env = dict(os.environ, REALM_ADMIN_TOKEN="soak", OMP_NUM_THREADS="1")
     server = subprocess.Popen([sys.executable, "-c", "import sys; from realm.serving.app import serve; "
                                f"serve({str(run)!r}, host='127.0.0.1', port={port}, log_level='warning')"],
-                              env=env, stderr=subprocess.DEVNULL)
+                              env=env, stderr=subprocess.DEVNULL, cwd=Path(__file__).resolve().parents[1])
     try:
         deadline = time.time() + 120
         while True:
@@ -147,7 +146,7 @@ def main() -> None:
           f"| {res['requests']} | {res['errors']} | {res['malformed_answered_400']} | {res['req_per_s']} | "
           f"{res['p50_ms']} | {res['p99_ms']} | {res['rss_start_mb']} | {res['rss_end_mb']} | {res['rss_max_mb']} |", "",
           "RSS over time (s: MB): " + ", ".join(f"{t:g}: {r:.0f}" for t, r in rss), "",
-          f"Command: `python bench/bench_soak.py --seconds {a.seconds:g} --clients {a.clients}`", ""]
+          f"Command: `python -m bench soak -- --seconds {a.seconds:g} --clients {a.clients}`", ""]
     a.out.write_text("\n".join(md))
     a.out.with_suffix(".json").write_text(json.dumps(res, indent=2) + "\n")
 

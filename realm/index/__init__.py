@@ -6,6 +6,7 @@ returned for query ``i``, missing results padded with (-inf, -1).
 """
 from realm.index.bm25 import BM25Index
 from realm.index.exact import ExactIndex, brute_force_search, topk_sorted
+from realm.index.exact_filtered import FilteredExactIndex
 from realm.index.faiss_index import FaissIndex
 from realm.index.store import (
     IndexCorruptError,
@@ -22,7 +23,7 @@ from realm.index.store import (
 )
 
 __all__ = [
-    "BM25Index", "ExactIndex", "FaissIndex", "brute_force_search", "topk_sorted",
+    "BM25Index", "ExactIndex", "FaissIndex", "FilteredExactIndex", "brute_force_search", "topk_sorted",
     "IndexCorruptError", "IndexManifest", "IndexMismatchError", "IndexStoreError",
     "IndexWriter", "bf16_bits_to_float32", "float32_to_bf16_bits", "latest_version",
     "open_index", "to_float32", "write_index_version",

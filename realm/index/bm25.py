@@ -31,7 +31,7 @@ import logging as _logging
 _logging.getLogger("bm25s").setLevel(_logging.WARNING)  # its index build logs at DEBUG
 import numpy as np
 
-from realm.index.exact import Exclude, _check_exclude, topk_sorted
+from realm.index.exact import Exclude, check_exclude, topk_sorted
 
 try:
     from bm25s.stopwords import STOPWORDS_EN as _STOPWORDS
@@ -105,7 +105,7 @@ class BM25Index:
             raise TypeError("queries must be a list of strings, not a single string")
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        _check_exclude(exclude, len(queries))
+        check_exclude(exclude, len(queries))
         out_s = np.full((len(queries), k), -np.inf, np.float32)
         out_i = np.full((len(queries), k), -1, np.int64)
         kk = min(k, self.num_blocks)

@@ -32,7 +32,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from realm.index.exact import Exclude, _check_exclude, topk_sorted
+from realm.index.exact import Exclude, check_exclude, topk_sorted
 
 _DEFAULTS = {
     "flat": {},
@@ -123,7 +123,7 @@ class FaissIndex:
         q = _to_f32(queries)
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must be [Q, {self.dim}], got {q.shape}")
-        _check_exclude(exclude, q.shape[0])
+        check_exclude(exclude, q.shape[0])
         ex_sets = [set(int(i) for i in e) for e in exclude] if exclude is not None else None
         extra = max((len(e) for e in ex_sets), default=0) if ex_sets else 0
         fetch = min(k + extra, self.num_blocks)

@@ -34,6 +34,7 @@ from transformers import BertModel
 from realm.config import ReaderConfig
 from realm.models.bert import build_bert, load_hf_bert
 from realm.models.inputs import Specials, pair_inputs
+from realm.models.modes import SkipRedundantModeSwitch
 
 INVALID_SPAN_SCORE = -10000.0  # logit of non-candidate spans (question, [CLS]/[SEP], padding, too wide)
 FORMAT_VERSION = 1
@@ -76,7 +77,7 @@ class ReaderPrediction:
     answer_ids: list[list[int]]  # the span's token ids
 
 
-class SpanReader(nn.Module):
+class SpanReader(SkipRedundantModeSwitch):
     def __init__(self, bert: BertModel, max_span_width: int = 10, span_hidden: int = 256,
                  span_layer_norm_eps: float = 1e-3, max_query_len: int = 32):
         super().__init__()

@@ -22,6 +22,7 @@ from transformers import BertModel
 
 from realm.config import RetrieverConfig
 from realm.models.bert import build_bert, load_hf_bert
+from realm.models.modes import SkipRedundantModeSwitch
 
 
 POOLINGS = ("cls", "mean")
@@ -72,7 +73,7 @@ def relevance(query_emb: torch.Tensor, block_emb: torch.Tensor) -> torch.Tensor:
     return query_emb @ block_emb.T
 
 
-class Retriever(nn.Module):
+class Retriever(SkipRedundantModeSwitch):
     def __init__(self, query: Embedder, doc: Embedder | None = None, query_len: int = 32):
         super().__init__()
         self.query = query

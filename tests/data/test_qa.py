@@ -65,3 +65,10 @@ def test_read_qa_non_utf8(tmp_path):
     p.write_bytes(b'{"question": "caf\xe9?", "answer": ["x"]}\n')
     with pytest.raises(InputError, match=r"qa.jsonl:1: not valid UTF-8"):
         read_qa(p)
+
+
+def test_no_gold_answers_means_no_match():
+    from realm.data.qa import exact_match, has_answer
+    assert not has_answer("Paris is the capital", ())
+    assert not exact_match("Paris", [])
+    assert has_answer("Paris is the capital", ["paris"]) and exact_match("the Paris", ["Paris"])
