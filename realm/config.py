@@ -82,7 +82,8 @@ class RetrieverConfig:
 class IndexConfig:
     batch_size: int = 256
     bf16: bool = True  # bf16 autocast while embedding (AMX: 2-4x faster on this CPU)
-    backend: str = "exact"  # exact | faiss-flat | faiss-hnsw | faiss-ivfpq: every dense search (realm.retrieval.backends)
+    backend: str = "exact"  # exact | exact-int8 | faiss-flat | faiss-hnsw | faiss-ivfpq: every dense search
+    # (realm.retrieval.backends)
     keep_versions: int = 3
 
 
@@ -411,7 +412,7 @@ RULES: dict[str, tuple] = {
     "corpus.min_frequency": _int(1),
     **{f"retriever.encoder.{k}": r for k, r in _ENCODER.items()},
     "retriever.proj_dim": _int(1, 8192), "retriever.pooling": _choice("cls", "mean"), "retriever.query_len": _int(4),
-    "index.batch_size": _int(1), "index.backend": _choice("exact", "faiss-flat", "faiss-hnsw", "faiss-ivfpq"),
+    "index.batch_size": _int(1), "index.backend": _choice("exact", "exact-int8", "faiss-flat", "faiss-hnsw", "faiss-ivfpq"),
     "index.keep_versions": _int(1),
     "ict.steps": _int(1), "ict.batch_size": _int(2), "ict.lr": _num(0, 1, lo_open=True), "ict.warmup": _int(0),
     "ict.remove_prob": _num(0, 1), "ict.checkpoint_every": _int(0),

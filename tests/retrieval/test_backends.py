@@ -11,7 +11,7 @@ from realm.retrieval import BACKENDS, build_backend
 from realm.retrieval.backends import ivfpq_params
 from tests.retrieval.reference import reference_search
 
-EXACT_KINDS = ("exact", "faiss-flat")
+EXACT_KINDS = ("exact", "exact-int8", "faiss-flat")
 
 
 def integer_matrix(rng, n, d):
@@ -31,7 +31,7 @@ def test_exact_kinds_match_the_reference(backend, n, k):
         s, i = index.search(q, k, ex)
         s_ref, i_ref = reference_search(q, emb, k, ex)
         assert np.array_equal(s, s_ref)
-        if backend == "exact":
+        if backend in ("exact", "exact-int8"):
             assert np.array_equal(i, i_ref)
         else:  # FAISS keeps an arbitrary subset of the blocks tied at the k-th score (see realm.retrieval.backends)
             kth = s_ref[:, -1:]
@@ -82,7 +82,7 @@ def test_ivfpq_params_fit_small_corpora():
 
 def test_config_selects_the_backend():
     emb = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
-    assert set(BACKENDS) == {"exact", "faiss-flat", "faiss-hnsw", "faiss-ivfpq"}
+    assert set(BACKENDS) == {"exact", "exact-int8", "faiss-flat", "faiss-hnsw", "faiss-ivfpq"}
     assert isinstance(build_backend(emb, load_config("tiny").index.backend), ExactIndex)
     cfg = load_config("tiny", ["index.backend=faiss-hnsw"])
     index = build_backend(emb, cfg.index.backend)
