@@ -5,12 +5,28 @@ config <- data <- models <- index <- retrieval <- training <- evaluation <- serv
 each other, directly or round a loop. Imports inside functions count (second test).
 """
 
+import logging
 from pathlib import Path
 
 import pytest
 from importlinter.cli import lint_imports
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def keep_logging():
+    """import-linter's CLI reconfigures logging (its dictConfig disables every logger that exists):
+    restore the state, or later tests in this process lose the package's log records."""
+    manager = logging.root.manager
+    before = {name: (lg.disabled, lg.level, lg.propagate, lg.handlers[:])
+              for name, lg in manager.loggerDict.items() if isinstance(lg, logging.Logger)}
+    root = (logging.root.level, logging.root.handlers[:])
+    yield
+    for name, (disabled, level, propagate, handlers) in before.items():
+        lg = manager.loggerDict[name]
+        lg.disabled, lg.level, lg.propagate, lg.handlers = disabled, level, propagate, handlers
+    logging.root.level, logging.root.handlers = root
 
 
 def test_realm_imports_follow_the_layers(capsys):
