@@ -254,3 +254,35 @@ def all_gather_object(obj) -> list:
     out = [None] * tdist.get_world_size()
     tdist.all_gather_object(out, obj)
     return out
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """Forward: every rank's rows, in rank order. Backward: the gradient of this rank's rows, summed over
+    the ranks (each rank's loss may depend on every rank's rows)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        dev = _comm_device()
+        x = t.detach().to(dev).contiguous()
+        out = [torch.empty_like(x) for _ in range(tdist.get_world_size())]
+        tdist.all_gather(out, x)
+        ctx.rank, ctx.rows, ctx.device = tdist.get_rank(), t.shape[0], t.device
+        return torch.cat(out).to(t.device)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.detach().to(_comm_device()).contiguous()
+        tdist.all_reduce(g, op=tdist.ReduceOp.SUM)
+        return g[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows].to(ctx.device)
+
+
+def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """``cat`` of every rank's ``t`` ([n, ...], the same shape on all ranks) with gradient to each rank's part.
+
+    Under DDP (which averages parameter gradients over ranks) a loss ``L_r`` on each rank that reads the
+    gathered rows then trains every rank's rows as ``(1/W) Σ_r L_r`` would: ICT's in-batch negatives over
+    the global batch.
+    """
+    if not _active():
+        return t
+    return _GatherWithGrad.apply(t)
