@@ -60,18 +60,23 @@ def run_recipes(corpus: str, qa: str, out: str) -> None:
     from realm.models.retriever import Retriever
     from realm.retrieval import DenseRetrieval
 
-    for m in (ict, pre, ft):
+    saved = [(m, m.make_optimizer) for m in (ict, pre, ft)]
+    for m, _ in saved:
         m.make_optimizer = sgd
-    cfg, store, out = config(), BlockStore(corpus), Path(out)
-    tok = store.tokenizer
-    ict.train_ict(cfg, store, out / "ict", progress=False)
-    pre.pretrain(cfg, store, out / "pretrain", progress=False)
-    torch.manual_seed(1)
-    retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
-    reader = SpanReader.from_bert(KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id).bert,
-                                  cfg.reader, cfg.retriever.query_len)
-    emb = parallel.embed_all(retriever.doc, store, 64, False, "cpu")
-    ft.finetune(cfg, DenseRetrieval(retriever, store, emb), reader, read_qa(qa), out / "finetune", progress=False)
+    try:
+        cfg, store, out = config(), BlockStore(corpus), Path(out)
+        tok = store.tokenizer
+        ict.train_ict(cfg, store, out / "ict", progress=False)
+        pre.pretrain(cfg, store, out / "pretrain", progress=False)
+        torch.manual_seed(1)
+        retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
+        reader = SpanReader.from_bert(KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id).bert,
+                                      cfg.reader, cfg.retriever.query_len)
+        emb = parallel.embed_all(retriever.doc, store, 64, False, "cpu")
+        ft.finetune(cfg, DenseRetrieval(retriever, store, emb), reader, read_qa(qa), out / "finetune", progress=False)
+    finally:  # the test process goes on to other tests
+        for m, f in saved:
+            m.make_optimizer = f
 
 
 def _ranks(d: Dist, corpus: str, qa: str, out: str) -> None:
