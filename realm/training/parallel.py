@@ -87,14 +87,15 @@ def mean_scale(local: float, total: float, world: int | None = None) -> float:
 
 def mean_metrics(metrics: dict, sums: Sequence[str] = ()) -> dict:
     """``metrics`` averaged over the ranks (keys in ``sums`` summed, e.g. tokens/s); a key some rank lacks or
-    holds as None is averaged over the ranks that have it. One collective; ``metrics`` in one process."""
+    holds as None is averaged over the ranks that have it, and a value equal on every rank (the step's
+    learning rate, the index version) is kept as it is. One collective; ``metrics`` in one process."""
     if distributed.world_size() == 1:
         return metrics
     rows = distributed.all_gather_object({k: _num(v) for k, v in metrics.items()})
     out = {}
-    for k in metrics.keys() | set().union(*rows):
+    for k in sorted(metrics.keys() | set().union(*rows)):
         vals = [r[k] for r in rows if isinstance(r.get(k), float)]
-        if not vals:
+        if not vals or (k not in sums and len(vals) == len(rows) and len(set(vals)) == 1 and k in metrics):
             out[k] = metrics.get(k)
         else:
             out[k] = float(np.sum(vals)) if k in sums else float(np.mean(vals))

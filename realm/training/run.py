@@ -6,6 +6,7 @@ alone writes the config and checkpoints (:func:`save`), a checkpoint records the
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +19,7 @@ from realm.config import RunConfig, save_config
 from realm.distributed import Dist, DistributedError
 from realm.models.inputs import Specials
 from realm.models.mlm import KnowledgeAugEncoder
-from realm.training.checkpoint import load_newest_good, save_checkpoint, step_generator
+from realm.training.checkpoint import all_checkpoints, load_newest_good, save_checkpoint, step_generator
 from realm.training.optim import lr_at, make_optimizer, set_lr
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,27 @@ def start_run(cfg: RunConfig, store, run_dir: str | Path) -> RunSetup:
     if dist.distributed and device.type == "cuda":
         device = dist.device
     run_dir.mkdir(parents=True, exist_ok=True)
+    ckpts = all_checkpoints(run_dir)
+    if ckpts:  # refused before anything in the run folder changes (resume() checks the one it loads too)
+        try:
+            state = json.loads((ckpts[-1] / "state.json").read_text())
+        except (OSError, ValueError):
+            state = None
+        if isinstance(state, dict):
+            check_world_size(ckpts[-1], state)
     if dist.is_main():
         save_config(cfg, run_dir / "config.yaml")
     torch.manual_seed(cfg.seed)
     return RunSetup(run_dir, device, store.tokenizer, Specials.of(store.tokenizer), dist)
+
+
+def check_world_size(checkpoint: Path, state: dict) -> None:
+    """A run resumes on the world size that wrote its checkpoint (the data each rank saw depends on it)."""
+    saved, world = int(state.get("world_size", 1)), distributed.world_size()
+    if saved != world:
+        raise DistributedError(f"{checkpoint} was written by a run on {saved} process(es); this one has {world}. "
+                               f"Resume with the same world size (torchrun --nproc-per-node {saved}, in all), or "
+                               f"start a new run folder")
 
 
 def resume(run_dir: Path, modules: dict, optimizer, what: str) -> tuple[int, dict]:
@@ -55,11 +73,7 @@ def resume(run_dir: Path, modules: dict, optimizer, what: str) -> tuple[int, dic
     ckpt, state = load_newest_good(run_dir, modules, optimizer)  # verified; damaged ones are skipped, loudly
     if ckpt is None:
         return 0, {}
-    saved, world = int(state.get("world_size", 1)), distributed.world_size()
-    if saved != world:
-        raise DistributedError(f"{ckpt} was written by a run on {saved} process(es); this one has {world}. Resume "
-                               f"with the same world size (torchrun --nproc-per-node {saved}, in all), or start a "
-                               f"new run folder")
+    check_world_size(ckpt, state)
     log.info("resumed %s from %s (step %d)", what, ckpt, state["step"])
     return state["step"], state
 

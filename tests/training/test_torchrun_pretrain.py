@@ -1,0 +1,86 @@
+"""`torchrun --nproc-per-node 2 -m realm pretrain --preset tiny`: end to end with the asynchronous index
+refresh, killed mid-run (the whole process group, SIGKILL), resumed from its last checkpoint to the end;
+then a resume on another world size is refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from realm.training.logger import read_metrics
+
+ROOT = Path(__file__).resolve().parents[2]
+STEPS, CHECKPOINT = 60, 10
+ARGS = [f"pretrain.checkpoint_every={CHECKPOINT}", "pretrain.refresh_every=3",
+        "pretrain.max_staleness=4"]  # bounded staleness: the trainers wait for the builder, so swaps happen
+
+
+def command(corpus: Path, run: Path, nproc: int | None = 2, steps: int = STEPS) -> list[str]:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] \
+        if nproc else [sys.executable]
+    return launcher + ["-m", "realm", "pretrain", "--preset", "tiny", "--corpus", str(corpus), "--out", str(run),
+                       f"pretrain.steps={steps}", *ARGS]
+
+
+def env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+
+
+def rows(run: Path) -> list[dict]:
+    try:
+        return read_metrics(run / "metrics.jsonl")
+    except (OSError, ValueError):
+        return []
+
+
+@pytest.mark.slow  # three launches of 2 ranks + a builder: ~1.5-2 min on this shared 2-core machine
+def test_torchrun_pretrain_refreshes_asynchronously_and_resumes_after_being_killed(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    run = tmp_path / "run"
+    log = open(tmp_path / "first.log", "w")
+    job = subprocess.Popen(command(store.folder, run), env=env(), stdout=log, stderr=subprocess.STDOUT,
+                           start_new_session=True)  # its own process group: torchrun, 2 ranks, the builder
+    deadline = time.time() + 300
+    while not ((run / "checkpoints" / f"step_{CHECKPOINT:06d}").is_dir() and len(rows(run)) >= CHECKPOINT + 2):
+        assert job.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.05)
+    os.killpg(job.pid, signal.SIGKILL)  # the job dies as a pre-empted one does
+    job.wait()
+    killed_at = time.time()
+    assert job.returncode == -signal.SIGKILL
+    logged_before = len(rows(run))
+    assert CHECKPOINT + 2 <= logged_before < STEPS  # killed mid-run, after logging past its checkpoint
+
+    done = subprocess.run(command(store.folder, run), env=env(), capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    metrics = rows(run)
+    assert [r["step"] for r in metrics] == list(range(1, STEPS + 1))  # each step once: the tail was cut back
+    resumed = [r["step"] for r in metrics if r["time"] > killed_at]
+    last_ckpt = resumed[0] - 1
+    assert last_ckpt % CHECKPOINT == 0 and CHECKPOINT <= last_ckpt < logged_before  # from its last checkpoint
+    swaps = [r["step"] for r in metrics if r["index/swapped"]]
+    assert any(s <= last_ckpt for s in swaps) and any(s > last_ckpt for s in swaps)  # async refresh, both runs
+    assert all(r["index/staleness"] <= 4 for r in metrics)
+    built = (run / "index-builder.log").read_text()
+    assert built.count("built v") >= 2
+    state = json.loads((run / "checkpoints" / f"step_{STEPS:06d}" / "state.json").read_text())
+    assert state["world_size"] == 2
+    latest = (run / "index" / "LATEST").read_text().strip()
+    manifest = json.loads((run / "index" / latest / "manifest.json").read_text())
+    assert manifest["format_version"] == 2 and len(manifest["shards"]) == 2  # the final index, built in shards
+    assert manifest["encoder_step"] == STEPS
+    assert (run / "retriever" / "retriever.json").exists() and (run / "encoder" / "config.json").exists()
+
+    config = (run / "config.yaml").read_text()
+    one = subprocess.run(command(store.folder, run, nproc=None, steps=STEPS + 5), env=env(), capture_output=True,
+                         text=True, timeout=300)  # more steps, on one process: refused before anything changes
+    assert one.returncode == 2 and "on 2 process(es); this one has 1" in one.stderr, one.stderr[-2000:]
+    assert len(rows(run)) == STEPS and (run / "config.yaml").read_text() == config
