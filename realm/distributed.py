@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -151,7 +153,27 @@ def init(backend: str | None = None, timeout_s: float = 1800.0) -> Dist:
         torch.cuda.set_device(local)
     tdist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
                              timeout=timedelta(seconds=timeout_s))
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        exit_with_launcher()
     return current()
+
+
+def exit_with_launcher(poll_s: float = 0.5) -> threading.Thread:
+    """End this worker as soon as its launcher is gone (being reparented).
+
+    ``torchrun`` starts each worker in a session of its own, so a ``torchrun`` that is killed (SIGKILL, the
+    OOM killer) leaves its workers running; they would go on training and writing into the run folder that
+    a resumed job is using. :func:`init` arms this in every worker ``torchrun`` started."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="launcher-watch", daemon=True)
+    t.start()
+    return t
 
 
 def shutdown() -> None:

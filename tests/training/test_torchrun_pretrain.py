@@ -1,6 +1,6 @@
 """`torchrun --nproc-per-node 2 -m realm pretrain --preset tiny`: end to end with the asynchronous index
-refresh, killed mid-run (the whole process group, SIGKILL), resumed from its last checkpoint to the end;
-then a resume on another world size is refused."""
+refresh, killed mid-run (torchrun gets SIGKILL; its workers, in sessions of their own, must follow it),
+resumed from its last checkpoint to the end; then a resume on another world size is refused."""
 
 from __future__ import annotations
 
@@ -33,6 +33,26 @@ def env() -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
 
 
+def children(pid: int) -> list[int]:
+    """Live child processes of ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "Z"
+
+
 def rows(run: Path) -> list[dict]:
     try:
         return read_metrics(run / "metrics.jsonl")
@@ -52,10 +72,16 @@ def test_torchrun_pretrain_refreshes_asynchronously_and_resumes_after_being_kill
         assert job.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.05)
-    os.killpg(job.pid, signal.SIGKILL)  # the job dies as a pre-empted one does
+    workers = children(job.pid)  # torchrun starts each worker in a session of its own
+    assert len(workers) == 2
+    os.killpg(job.pid, signal.SIGKILL)  # the launcher dies (SIGKILL): its workers must follow it
     job.wait()
-    killed_at = time.time()
     assert job.returncode == -signal.SIGKILL
+    deadline = time.time() + 30
+    while any(Path(f"/proc/{p}").exists() and proc_state(p) != "Z" for p in workers):
+        assert time.time() < deadline, "the workers outlived their torchrun"
+        time.sleep(0.05)
+    killed_at = time.time()
     logged_before = len(rows(run))
     assert CHECKPOINT + 2 <= logged_before < STEPS  # killed mid-run, after logging past its checkpoint
 
