@@ -28,7 +28,7 @@ from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, masked_targets
 from realm.training.optim import due, optimizer_step
 from realm.training.plots import plot_curves
-from realm.training.parallel import Replicas, global_counts, local_part, mean_metrics, mean_scale, metric_logger
+from realm.training.parallel import Replicas, global_token_mean, local_part, mean_metrics, metric_logger
 from realm.training.run import begin_step, save, start_encoder_run
 
 
@@ -51,15 +51,6 @@ def mlm_step(encoder: KnowledgeAugEncoder, queries: Sequence[MaskedQuery], sp: S
     with torch.no_grad():
         acc = ((logits.argmax(-1) == targets) & mask).sum().float() / n
     return loss, acc, int(inputs["attention_mask"].sum())
-
-
-def _mlm_loss(encoder: KnowledgeAugEncoder, queries: Sequence[MaskedQuery], sp: Specials, query_len: int, device,
-              bf16: bool):
-    """:func:`mlm_step` on this rank's queries, its mean over masked tokens scaled into its share of the
-    global batch's mean (:func:`realm.training.parallel.mean_scale`; unchanged in one process)."""
-    n = sum(len(q.positions) for q in queries)
-    loss, acc, tokens = mlm_step(encoder, queries, sp, query_len, device, bf16)
-    return loss * mean_scale(n, *global_counts(n)), acc, tokens
 
 
 def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: bool = True,
@@ -86,8 +77,9 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
         for step in range(start, pc.steps):
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, pc.lr, pc.warmup, pc.steps)
-            loss, acc, tokens = replicas.run(_mlm_loss, encoder, local_part(pool.sample(rng, pc.batch_size), dist), sp,
-                                             query_len, device, pc.bf16)
+            queries = local_part(pool.sample(rng, pc.batch_size), dist)
+            loss, acc, tokens = replicas.run(mlm_step, encoder, queries, sp, query_len, device, pc.bf16)
+            loss = global_token_mean(loss, sum(len(q.positions) for q in queries))
             grad_norm = optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
             done = step + 1

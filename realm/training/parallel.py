@@ -85,6 +85,12 @@ def mean_scale(local: float, total: float, world: int | None = None) -> float:
     return world * local / total
 
 
+def global_token_mean(loss: torch.Tensor, local_tokens: int) -> torch.Tensor:
+    """``loss``, a mean over this rank's ``local_tokens`` masked tokens, as its share of the mean over the
+    global batch's tokens (one collective; ``loss`` itself in one process)."""
+    return loss * mean_scale(local_tokens, *global_counts(local_tokens))
+
+
 def mean_metrics(metrics: dict, sums: Sequence[str] = ()) -> dict:
     """``metrics`` averaged over the ranks (keys in ``sums`` summed, e.g. tokens/s); a key some rank lacks or
     holds as None is averaged over the ranks that have it, and a value equal on every rank (the step's

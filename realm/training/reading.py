@@ -34,7 +34,7 @@ from realm.training.mlm_examples import MaskedSentencePool, masked_targets
 from realm.training.optim import due, optimizer_step
 from realm.training.plots import plot_curves
 from realm.training.reading_probe import ReadingProbe
-from realm.training.parallel import Replicas, global_counts, local_part, mean_metrics, mean_scale, metric_logger
+from realm.training.parallel import Replicas, global_token_mean, local_part, mean_metrics, metric_logger
 from realm.training.run import begin_step, save, start_encoder_run
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,6 @@ def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf
     return loss, stats, int(inputs["attention_mask"].sum())
 
 
-def _rows_loss(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf16: bool):
-    """:func:`rows_step` on this rank's rows, its mean over masked tokens scaled into its share of the global
-    batch's mean (:func:`realm.training.parallel.mean_scale`; unchanged in one process)."""
-    n = sum(len(r.query.positions) for r in rows)
-    loss, stats, tokens = rows_step(encoder, rows, sp, query_len, device, bf16)
-    return loss * mean_scale(n, *global_counts(n)), stats, tokens
-
-
 def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encoder: KnowledgeAugEncoder | None = None,
                    progress: bool = True, data: ReadingData | None = None) -> KnowledgeAugEncoder:
     """Train (or resume) the reading warm start in ``run_dir``; returns the encoder (also in ``RUN/encoder``)."""
@@ -115,7 +107,8 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
             lr, rng = begin_step(opt, step, cfg.seed, rc.lr, rc.warmup, rc.steps)
             rows = local_part(data.rows(rng, rc.batch_size, rc.plain_share,
                                         rc.evidence_share if step >= curriculum else 0.0, rc.distractor_share), dist)
-            loss, stats, tokens = replicas.run(_rows_loss, encoder, rows, sp, query_len, device, rc.bf16)
+            loss, stats, tokens = replicas.run(rows_step, encoder, rows, sp, query_len, device, rc.bf16)
+            loss = global_token_mean(loss, sum(len(r.query.positions) for r in rows))
             grad_norm = optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
             done = step + 1
