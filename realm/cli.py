@@ -95,17 +95,21 @@ def cmd_ict(args) -> int:
 
 
 def cmd_index_build(args) -> int:
+    from realm import distributed
     from realm.config import save_config
-    from realm.index.build import build_index
+    from realm.index.sharded import build_sharded_index
     from realm.models.retriever import Retriever
 
     cfg = _config(args)
+    d = distributed.init(backend="gloo" if cfg.device == "cpu" else None)  # under torchrun: one shard per rank
     retriever = Retriever.load(args.retriever)
-    path = build_index(retriever.doc, _store(args.corpus), args.out, encoder=str(args.retriever),
-                       encoder_step=args.encoder_step, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
-                       keep=cfg.index.keep_versions, device=cfg.device)
-    save_config(cfg, Path(args.out) / "config.yaml")
-    print((path / "manifest.json").read_text())
+    path = build_sharded_index(retriever.doc, _store(args.corpus), args.out, encoder=str(args.retriever),
+                               encoder_step=args.encoder_step, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
+                               keep=cfg.index.keep_versions, device=d.device if d.distributed else cfg.device,
+                               progress=d.is_main())
+    if d.is_main():
+        save_config(cfg, Path(args.out) / "config.yaml")
+        print((path / "manifest.json").read_text())
     return 0
 
 
