@@ -169,15 +169,17 @@ def finetune(cfg: RunConfig, retrieval: DenseRetrieval | BM25Retrieval, reader: 
             dt = time.time() - t0
             tokens = int(inputs["attention_mask"].sum()) + sum(len(q) + 2 for q in q_ids)
             no_span, no_block = int(stats["num_no_correct_span"]), int(stats["num_no_answer_block"])
-            totals["questions"] += bsz
-            totals["no_correct_span"] += no_span
-            totals["no_answer_block"] += no_block
-            last = {"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
-                    "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
-                    "grad_norm": grad_norm, "train/recall": 1.0 - no_block / bsz,
-                    "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
-                    "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
-            logger.log(step + 1, mean_metrics(last, sums=("perf/tokens_per_s",)))
+            last = mean_metrics({"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
+                                 "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
+                                 "grad_norm": grad_norm, "train/recall": 1.0 - no_block / bsz,
+                                 "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
+                                 "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt},
+                                sums=("perf/tokens_per_s",))  # over the ranks: the global batch's figures
+            questions = bsz * dist.world_size
+            totals["questions"] += questions
+            totals["no_correct_span"] += round(last["train/no_correct_span"] * questions)
+            totals["no_answer_block"] += round((1.0 - last["train/recall"]) * questions)
+            logger.log(step + 1, last)
             logger.advance()
             if (step + 1) % max(1, ft.log_every) == 0:
                 log.info("finetune step %d: loss %.4f (reader %.4f, retriever %.4f)", step + 1, last["loss/total"],
