@@ -42,6 +42,12 @@ def _print_json(obj) -> None:
     print(json.dumps(obj, indent=2, ensure_ascii=False))
 
 
+def _say(message: str) -> None:
+    """Print on rank 0 only (under torchrun every rank runs the command)."""
+    if os.environ.get("RANK", "0") in ("", "0"):
+        print(message)
+
+
 # ---------------------------------------------------------------------------------------------
 # commands
 
@@ -84,22 +90,26 @@ def cmd_ict(args) -> int:
 
     cfg = _config(args)
     train_ict(cfg, _store(args.corpus), args.out)
-    print(f"retriever saved to {args.out / 'retriever'}")
+    _say(f"retriever saved to {args.out / 'retriever'}")
     return 0
 
 
 def cmd_index_build(args) -> int:
+    from realm import distributed
     from realm.config import save_config
-    from realm.index.build import build_index
+    from realm.index.sharded import build_sharded_index
     from realm.models.retriever import Retriever
 
     cfg = _config(args)
+    d = distributed.init(backend="gloo" if cfg.device == "cpu" else None)  # under torchrun: one shard per rank
     retriever = Retriever.load(args.retriever)
-    path = build_index(retriever.doc, _store(args.corpus), args.out, encoder=str(args.retriever),
-                       encoder_step=args.encoder_step, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
-                       keep=cfg.index.keep_versions, device=cfg.device)
-    save_config(cfg, Path(args.out) / "config.yaml")
-    print((path / "manifest.json").read_text())
+    path = build_sharded_index(retriever.doc, _store(args.corpus), args.out, encoder=str(args.retriever),
+                               encoder_step=args.encoder_step, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
+                               keep=cfg.index.keep_versions, device=d.device if d.distributed else cfg.device,
+                               progress=d.is_main())
+    if d.is_main():
+        save_config(cfg, Path(args.out) / "config.yaml")
+        print((path / "manifest.json").read_text())
     return 0
 
 
@@ -136,7 +146,7 @@ def cmd_pretrain(args) -> int:
     retriever = Retriever.load(args.init_retriever) if args.init_retriever else None
     encoder = KnowledgeAugEncoder.load(args.init_encoder) if args.init_encoder else None
     pretrain(cfg, _store(args.corpus), args.out, retriever=retriever, encoder=encoder)
-    print(f"pretrained retriever: {args.out / 'retriever'}, knowledge-augmented encoder: {args.out / 'encoder'}, "
+    _say(f"pretrained retriever: {args.out / 'retriever'}, knowledge-augmented encoder: {args.out / 'encoder'}, "
           f"index: {args.out / 'index'}, curves: {args.out / 'curves.png'}")
     return 0
 
@@ -151,7 +161,7 @@ def cmd_reading(args) -> int:
         return 2
     encoder = KnowledgeAugEncoder.load(args.init_encoder) if args.init_encoder else None
     reading_warmup(cfg, _store(args.corpus), args.out, encoder=encoder)
-    print(f"knowledge-augmented encoder: {args.out / 'encoder'}, reading probe: {args.out / 'probe.json'}, "
+    _say(f"knowledge-augmented encoder: {args.out / 'encoder'}, reading probe: {args.out / 'probe.json'}, "
           f"curves: {args.out / 'curves.png'}")
     return 0
 
@@ -167,8 +177,8 @@ def _init_paths(args) -> tuple[Path, Path]:
 
 
 def cmd_finetune(args) -> int:
+    from realm import distributed
     from realm.data.qa import read_qa
-    from realm.index.build import embed_blocks
     from realm.models.mlm import KnowledgeAugEncoder
     from realm.models.reader import SpanReader
     from realm.models.retriever import Retriever
@@ -176,6 +186,7 @@ def cmd_finetune(args) -> int:
     from realm.serving.evaluate_cmd import evaluate_run
     from realm.serving.qa_run import export_qa_run
     from realm.training.finetune import finetune
+    from realm.training.parallel import embed_all
 
     cfg = _config(args)
     retriever_dir, encoder_dir = _init_paths(args)
@@ -185,11 +196,15 @@ def cmd_finetune(args) -> int:
     retriever = Retriever.load(retriever_dir)
     encoder = KnowledgeAugEncoder.load(encoder_dir)
     reader = SpanReader.from_bert(encoder.bert, cfg.reader, cfg.retriever.query_len)
-    # the fixed index of fine-tuning: every block embedded by the document encoder it starts from
-    embeddings = embed_blocks(retriever.doc, store, batch_size=cfg.index.batch_size, bf16=cfg.index.bf16,
-                              device=cfg.device, progress=False)
-    retrieval = DenseRetrieval(retriever, store, embeddings, cfg.index.backend, cfg.device)
+    # the fixed index of fine-tuning: every block embedded by the document encoder it starts from (under
+    # torchrun each rank embeds its share, and every rank holds them all)
+    d = distributed.init(backend="gloo" if cfg.device == "cpu" else None)
+    device = d.device if d.distributed and cfg.device != "cpu" else cfg.device
+    embeddings = embed_all(retriever.doc, store, cfg.index.batch_size, cfg.index.bf16, device)
+    retrieval = DenseRetrieval(retriever, store, embeddings, cfg.index.backend, device)
     summary = finetune(cfg, retrieval, reader, train, args.out)
+    if not d.is_main():
+        return 0
     model = export_qa_run(args.out / "model", retriever, reader, store, top_k=cfg.reader.top_k, source=str(args.out),
                           batch_size=cfg.index.batch_size, bf16=cfg.index.bf16, device=cfg.device,
                           backend=cfg.index.backend)
@@ -204,9 +219,19 @@ def cmd_finetune(args) -> int:
     return 0
 
 
+def _one_process(command: str) -> None:
+    """``experiment`` and ``demo`` run in one process; under torchrun every rank would redo the whole run."""
+    if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        from realm.distributed import DistributedError
+
+        raise DistributedError(f"`realm {command}` runs in one process; launch it without torchrun (the data-"
+                               "parallel commands are ict, reading, pretrain and finetune)")
+
+
 def cmd_experiment(args) -> int:
     from realm.experiment import run_experiment
 
+    _one_process("experiment")
     cfg = _config(args)
     if args.systems:
         cfg.experiment.systems = args.systems
@@ -225,6 +250,7 @@ def cmd_experiment(args) -> int:
 def cmd_demo(args) -> int:
     from realm.pipeline import run_demo
 
+    _one_process("demo")
     cfg = _config(args)
     if args.seeds:
         from realm.seeds import parse_seeds, run_seeds
@@ -372,10 +398,16 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args) or 0
-    except (ConfigError, InputError, FileNotFoundError) as e:
-        print(f"realm: error: {e}", file=sys.stderr)
-        return 2
+        code = args.func(args) or 0
+    except Exception as e:
+        dist = sys.modules.get("realm.distributed")  # imported by the commands that can run under torchrun
+        if isinstance(e, (ConfigError, InputError, FileNotFoundError)) or (dist and isinstance(e, dist.DistributedError)):
+            print(f"realm: error: {e}", file=sys.stderr)
+            return 2
+        raise
+    if "realm.distributed" in sys.modules:
+        sys.modules["realm.distributed"].shutdown()  # under torchrun: leave the process group together
+    return code
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import threading
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -151,7 +153,27 @@ def init(backend: str | None = None, timeout_s: float = 1800.0) -> Dist:
         torch.cuda.set_device(local)
     tdist.init_process_group(backend=backend, init_method="env://", rank=rank, world_size=world,
                              timeout=timedelta(seconds=timeout_s))
+    if os.environ.get("TORCHELASTIC_RUN_ID"):
+        exit_with_launcher()
     return current()
+
+
+def exit_with_launcher(poll_s: float = 0.5) -> threading.Thread:
+    """End this worker as soon as its launcher is gone (being reparented).
+
+    ``torchrun`` starts each worker in a session of its own, so a ``torchrun`` that is killed (SIGKILL, the
+    OOM killer) leaves its workers running; they would go on training and writing into the run folder that
+    a resumed job is using. :func:`init` arms this in every worker ``torchrun`` started."""
+    parent = os.getppid()
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(poll_s)
+        os._exit(1)
+
+    t = threading.Thread(target=watch, name="launcher-watch", daemon=True)
+    t.start()
+    return t
 
 
 def shutdown() -> None:
@@ -254,3 +276,35 @@ def all_gather_object(obj) -> list:
     out = [None] * tdist.get_world_size()
     tdist.all_gather_object(out, obj)
     return out
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """Forward: every rank's rows, in rank order. Backward: the gradient of this rank's rows, summed over
+    the ranks (each rank's loss may depend on every rank's rows)."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        dev = _comm_device()
+        x = t.detach().to(dev).contiguous()
+        out = [torch.empty_like(x) for _ in range(tdist.get_world_size())]
+        tdist.all_gather(out, x)
+        ctx.rank, ctx.rows, ctx.device = tdist.get_rank(), t.shape[0], t.device
+        return torch.cat(out).to(t.device)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        g = grad.detach().to(_comm_device()).contiguous()
+        tdist.all_reduce(g, op=tdist.ReduceOp.SUM)
+        return g[ctx.rank * ctx.rows:(ctx.rank + 1) * ctx.rows].to(ctx.device)
+
+
+def all_gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """``cat`` of every rank's ``t`` ([n, ...], the same shape on all ranks) with gradient to each rank's part.
+
+    Under DDP (which averages parameter gradients over ranks) a loss ``L_r`` on each rank that reads the
+    gathered rows then trains every rank's rows as ``(1/W) Σ_r L_r`` would: ICT's in-batch negatives over
+    the global batch.
+    """
+    if not _active():
+        return t
+    return _GatherWithGrad.apply(t)

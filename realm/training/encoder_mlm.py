@@ -25,12 +25,11 @@ from realm.data.blocks import BlockStore
 from realm.models.bert import autocast, bert_flops_per_token
 from realm.models.inputs import Specials, query_inputs
 from realm.models.mlm import KnowledgeAugEncoder
-from realm.training.checkpoint import save_checkpoint
-from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, masked_targets
 from realm.training.optim import due, optimizer_step
 from realm.training.plots import plot_curves
-from realm.training.run import begin_step, start_encoder_run
+from realm.training.parallel import Replicas, global_token_mean, local_part, mean_metrics, metric_logger
+from realm.training.run import begin_step, save, start_encoder_run
 
 
 def mlm_batch(queries: Sequence[MaskedQuery], sp: Specials, query_len: int):
@@ -62,32 +61,42 @@ def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progres
     query_len = cfg.retriever.query_len
     run, encoder, opt, modules, start = start_encoder_run(cfg, store, run_dir, encoder, pc.lr, query_len,
                                                           "baseline MLM pretraining")
-    run_dir, device, sp = run.run_dir, run.device, run.specials
+    run_dir, device, sp, dist = run.run_dir, run.device, run.specials, run.dist
+    progress = progress and dist.is_main()
+    dist.local_batch_size(pc.batch_size)  # global: an error if it does not split
+    replicas = Replicas(modules, dist)
     pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=query_len - 2, progress=progress)
-    (run_dir / "pool.json").write_text(json.dumps({"sentences": pool.stats.sentences, "kept": pool.stats.kept,
+    if dist.is_main():
+        (run_dir / "pool.json").write_text(json.dumps({"sentences": pool.stats.sentences, "kept": pool.stats.kept,
                                                    "skipped": pool.stats.skipped}, indent=2))
     flops_tok = 3 * bert_flops_per_token(encoder.bert.config, query_len)
-    logger = MetricLogger(run_dir / "metrics.jsonl", pc.steps, "MLM (no retrieval)", start, progress,
+    logger = metric_logger(run_dir / "metrics.jsonl", pc.steps, "MLM (no retrieval)", start, progress,
                           bar_keys=("loss/mlm", "acc/masked", "perf/tokens_per_s"))
     # ---- train
     try:
         for step in range(start, pc.steps):
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, pc.lr, pc.warmup, pc.steps)
-            loss, acc, tokens = mlm_step(encoder, pool.sample(rng, pc.batch_size), sp, query_len, device, pc.bf16)
+            queries = local_part(pool.sample(rng, pc.batch_size), dist)
+            loss, acc, tokens = replicas.run(mlm_step, encoder, queries, sp, query_len, device, pc.bf16)
+            loss = global_token_mean(loss, sum(len(q.positions) for q in queries))
             grad_norm = optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
             done = step + 1
-            logger.log(done, {"loss/mlm": loss.item(), "acc/masked": acc.item(), "lr": lr,
-                              "grad_norm": float(grad_norm), "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
-                              "perf/tflops": flops_tok * tokens / dt / 1e12})
+            logger.log(done, mean_metrics({"loss/mlm": loss.item(), "acc/masked": acc.item(), "lr": lr,
+                                           "grad_norm": float(grad_norm), "perf/step_s": dt,
+                                           "perf/tokens_per_s": tokens / dt,
+                                           "perf/tflops": flops_tok * tokens / dt / 1e12},
+                                          sums=("perf/tokens_per_s", "perf/tflops")))
             logger.advance()
             if due(done, pc.checkpoint_every, pc.steps):
-                save_checkpoint(run_dir, done, modules, opt)
+                save(run, done, modules, opt)
     finally:
         logger.close()
     # ---- save
     encoder.eval()
+    if not dist.is_main():
+        return encoder
     encoder.save(run_dir / "encoder")
     plot_curves(run_dir, ["loss/mlm", "acc/masked"], "baseline MLM pretraining (no retrieval)")
     return encoder

@@ -17,6 +17,10 @@ backend ``index.backend`` names, or BM25 (the ``bm25_reader`` baseline), whose s
 logits (constants): then only the reader trains.
 
 Recipe: ``setup`` (untie/freeze, optimiser, resume) -> ``train`` -> save ``RUN/reader/``, ``RUN/retriever/``.
+
+Under ``torchrun`` the reader and the query encoder train under DDP; each rank takes its share of the
+global batch of questions (counterfactual swaps then come from the rank's own RNG) and the two loss terms
+are divided by the global counts (``reader_loss(denominators=...)``), so N ranks train on one process' loss.
 """
 
 from __future__ import annotations
@@ -34,12 +38,11 @@ from realm.data.qa import QAExample, has_answer
 from realm.models.bert import autocast
 from realm.models.reader import SpanReader, reader_inputs, span_index
 from realm.retrieval import BM25Retrieval, DenseRetrieval
-from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import AnswerBank, substitute
-from realm.training.logger import MetricLogger
 from realm.training.losses import reader_loss
 from realm.training.optim import due, make_optimizer, optimizer_step, unique_parameters
-from realm.training.run import begin_step, resume, start_run
+from realm.training.parallel import Replicas, global_counts, local_part, mean_metrics, metric_logger, step_rng
+from realm.training.run import begin_step, resume, save, start_run
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +94,9 @@ def finetune(cfg: RunConfig, retrieval: DenseRetrieval | BM25Retrieval, reader: 
     store = retrieval.store
     # ---- setup
     run = start_run(cfg, store, run_dir)
-    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
+    run_dir, device, tok, sp, dist = run.run_dir, run.device, run.tokenizer, run.specials, run.dist
+    progress = progress and dist.is_main()
+    dist.local_batch_size(min(ft.batch_size, len(train)))  # global: an error if it does not split
     reader.max_query_len = cfg.retriever.query_len
     reader.to(device).train()
     modules: dict[str, torch.nn.Module] = {"reader": reader}
@@ -109,13 +114,14 @@ def finetune(cfg: RunConfig, retrieval: DenseRetrieval | BM25Retrieval, reader: 
     params = unique_parameters(*modules.values())
     opt = make_optimizer(params, ft.lr)
     start, _ = resume(run_dir, modules, opt, "fine-tuning")
+    replicas = Replicas(modules, dist)
     blocks = retrieval
     answer_ids = [[tok.encode(a) for a in ex.answers] for ex in train]
     continuation = continuation_ids(tok)
     answer_bank = AnswerBank([ex.answers[0] for ex in train], tok.encode) if ft.counterfactual > 0 else None
     text_cache: dict[int, str] = {}
     checkpoint_every = checkpoint_every or ft.checkpoint_every
-    logger = MetricLogger(run_dir / "metrics.jsonl", ft.steps, f"finetune ({mode})", start, progress,
+    logger = metric_logger(run_dir / "metrics.jsonl", ft.steps, f"finetune ({mode})", start, progress,
                           bar_keys=("loss/total", "train/recall", "perf/tokens_per_s"))
     totals = {"questions": 0, "no_correct_span": 0, "no_answer_block": 0}
     last: dict = {}
@@ -124,55 +130,72 @@ def finetune(cfg: RunConfig, retrieval: DenseRetrieval | BM25Retrieval, reader: 
         for step in range(start, ft.steps):
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, ft.lr, ft.warmup, ft.steps)
-            batch = rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False)
+            batch = local_part(rng.choice(len(train), size=min(ft.batch_size, len(train)), replace=False), dist)
+            rng = step_rng(rng, cfg.seed, step, dist)  # what is drawn per question from here on
             questions = [train[i].question for i in batch]
             q_ids = [e.ids for e in tok.encode_batch(questions)]
-            ids, ret_logits = blocks.retrieve(questions, q_ids, cfg.reader.top_k)
-            bsz, k = ids.shape
-            row_answers = [answer_ids[i] for i in batch for _ in range(k)]
-            swapped_bodies = None
-            if ft.counterfactual > 0:  # the answer, swapped in the blocks for another of its kind, is the gold
-                swapped_bodies, row_answers, n_swapped = swap_answers(
-                    [train[i].answers[0] for i in batch], [answer_ids[i] for i in batch], ids, store, answer_bank,
-                    continuation, ft.counterfactual, rng)
-            inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp, swapped_bodies)
-            inputs = {n: v.to(device) for n, v in inputs.items()}
-            with autocast(device, bf16):
-                out = reader(inputs, body_start, body_end)
-            seq_len, num_spans = inputs["input_ids"].shape[1], out.starts.numel()
-            correct = correct_spans(bodies, body_start, seq_len, num_spans, row_answers, reader.max_span_width,
-                                    continuation)
-            has_ans = torch.tensor([[b >= 0 and has_answer(_text(store, int(b), text_cache), train[i].answers)
-                                     for b in ids[r]] for r, i in enumerate(batch)], device=device)
-            loss, stats = reader_loss(out.span_logits.view(bsz, k, -1), out.valid.view(bsz, k, -1),
-                                      correct.to(device).view(bsz, k, -1), ret_logits, has_ans)
+            n_swapped = 0
+
+            def forward():  # the step's forward pass and loss, under DDP in a job
+                nonlocal n_swapped
+                ids, ret_logits = blocks.retrieve(questions, q_ids, cfg.reader.top_k)
+                bsz, k = ids.shape
+                row_answers = [answer_ids[i] for i in batch for _ in range(k)]
+                swapped_bodies = None
+                if ft.counterfactual > 0:  # the answer, swapped in the blocks for another of its kind, is the gold
+                    swapped_bodies, row_answers, n_swapped = swap_answers(
+                        [train[i].answers[0] for i in batch], [answer_ids[i] for i in batch], ids, store,
+                        answer_bank, continuation, ft.counterfactual, rng)
+                inputs, body_start, body_end, bodies = reader_inputs(reader, q_ids, ids, store, sp, swapped_bodies)
+                inputs = {n: v.to(device) for n, v in inputs.items()}
+                with autocast(device, bf16):
+                    out = reader(inputs, body_start, body_end)
+                seq_len, num_spans = inputs["input_ids"].shape[1], out.starts.numel()
+                correct = correct_spans(bodies, body_start, seq_len, num_spans, row_answers, reader.max_span_width,
+                                        continuation).to(device).view(bsz, k, -1)
+                has_ans = torch.tensor([[b >= 0 and has_answer(_text(store, int(b), text_cache), train[i].answers)
+                                         for b in ids[r]] for r, i in enumerate(batch)], device=device)
+                valid = out.valid.view(bsz, k, -1)
+                n_correct, n_block = global_counts(int((correct & valid).flatten(1).any(-1).sum()),
+                                                   int(has_ans.any(-1).sum()))
+                den = (max(1.0, n_correct) / dist.world_size, max(1.0, n_block) / dist.world_size) \
+                    if dist.distributed else None
+                loss, stats = reader_loss(out.span_logits.view(bsz, k, -1), valid, correct, ret_logits, has_ans,
+                                          denominators=den)
+                return loss, stats, inputs, bsz
+
+            loss, stats, inputs, bsz = replicas.run(forward)
             grad_norm = optimizer_step(opt, loss, params)
             dt = time.time() - t0
             tokens = int(inputs["attention_mask"].sum()) + sum(len(q) + 2 for q in q_ids)
             no_span, no_block = int(stats["num_no_correct_span"]), int(stats["num_no_answer_block"])
-            totals["questions"] += bsz
-            totals["no_correct_span"] += no_span
-            totals["no_answer_block"] += no_block
-            last = {"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
-                    "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
-                    "grad_norm": grad_norm, "train/recall": 1.0 - no_block / bsz,
-                    "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
-                    "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt}
+            last = mean_metrics({"loss/total": loss.item(), "loss/reader": stats["reader_loss"].item(),
+                                 "loss/retriever": stats["retriever_loss"].item(), "train/no_correct_span": no_span / bsz,
+                                 "grad_norm": grad_norm, "train/recall": 1.0 - no_block / bsz,
+                                 "train/swapped": n_swapped / bsz if ft.counterfactual > 0 else 0.0,
+                                 "lr": lr, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt},
+                                sums=("perf/tokens_per_s",))  # over the ranks: the global batch's figures
+            questions = bsz * dist.world_size
+            totals["questions"] += questions
+            totals["no_correct_span"] += round(last["train/no_correct_span"] * questions)
+            totals["no_answer_block"] += round((1.0 - last["train/recall"]) * questions)
             logger.log(step + 1, last)
             logger.advance()
             if (step + 1) % max(1, ft.log_every) == 0:
                 log.info("finetune step %d: loss %.4f (reader %.4f, retriever %.4f)", step + 1, last["loss/total"],
                          last["loss/reader"], last["loss/retriever"])
             if due(step + 1, checkpoint_every, ft.steps):
-                save_checkpoint(run_dir, step + 1, modules, opt)
+                save(run, step + 1, modules, opt)
     finally:
         logger.close()
     # ---- save
     reader.eval()
-    reader.save(run_dir / "reader")
     if mode == "dense":
         retriever.eval()
-        retriever.save(run_dir / "retriever")
+    if dist.is_main():
+        reader.save(run_dir / "reader")
+        if mode == "dense":
+            retriever.save(run_dir / "retriever")
     seen = max(1, totals["questions"])
     summary = {"run_dir": str(run_dir), "retrieval": mode, "steps": ft.steps, "start_step": start, **last,
                "questions_seen": totals["questions"], "questions_without_correct_span": totals["no_correct_span"],

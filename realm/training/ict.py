@@ -4,6 +4,10 @@ A random sentence of a block is the query; the block, with that sentence removed
 ``remove_prob`` (0.9), is its positive; the other blocks of the batch are its negatives.
 
 Recipe: ``setup`` (corpus, model, optimiser, resume) -> ``train`` -> save ``RUN/retriever/``.
+
+Under ``torchrun`` each rank embeds its share of the global batch and the block embeddings are
+all-gathered with their gradient (:func:`realm.distributed.all_gather_with_grad`), so every query still has
+the whole global batch as negatives: the loss of N ranks is the loss of one process on the global batch.
 """
 
 from __future__ import annotations
@@ -15,16 +19,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from realm import distributed
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.models.bert import bert_flops_per_token
 from realm.models.inputs import block_inputs, query_inputs
 from realm.models.retriever import Retriever
-from realm.training.checkpoint import save_checkpoint
-from realm.training.logger import MetricLogger
 from realm.training.losses import ict_accuracy, ict_loss
 from realm.training.optim import due, make_optimizer, optimizer_step
-from realm.training.run import begin_step, resume, start_run
+from realm.training.parallel import Replicas, local_part, mean_metrics, metric_logger
+from realm.training.run import begin_step, resume, save, start_run
 
 log = logging.getLogger(__name__)
 
@@ -64,37 +68,54 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
     """Train (or resume) ICT in ``run_dir``; returns the trained retriever (also saved there)."""
     # ---- setup
     run = start_run(cfg, store, run_dir)
-    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
+    run_dir, device, tok, sp, dist = run.run_dir, run.device, run.tokenizer, run.specials, run.dist
+    progress = progress and dist.is_main()
     if retriever is None:
         retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
     retriever.to(device).train()
     opt = make_optimizer(retriever.parameters(), cfg.ict.lr)
     start, _ = resume(run_dir, {"retriever": retriever}, opt, "ICT")
+    replicas = Replicas({"retriever": retriever}, dist)
     sampler = ICTSampler(store, cfg.retriever.query_len, cfg.ict.remove_prob)
+    dist.local_batch_size(min(cfg.ict.batch_size, len(sampler.eligible)))  # global; an error if it does not split
     flops_tok = 3 * bert_flops_per_token(retriever.query.bert.config, 64)
-    logger = MetricLogger(run_dir / "metrics.jsonl", cfg.ict.steps, "ICT", start, progress,
+    logger = metric_logger(run_dir / "metrics.jsonl", cfg.ict.steps, "ICT", start, progress,
                           bar_keys=("loss/ict", "acc/ict", "perf/tokens_per_s"))
     # ---- train
     try:
         for step in range(start, cfg.ict.steps):
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, cfg.ict.lr, cfg.ict.warmup, cfg.ict.steps)
-            queries, titles, bodies, _ = sampler.sample(rng, cfg.ict.batch_size)
+            queries, titles, bodies, _ = (local_part(x, dist) for x in sampler.sample(rng, cfg.ict.batch_size))
             q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
             d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
-            q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
-            loss = ict_loss(q, d)
+            loss, q, d = replicas.run(_ict_step, retriever, q_in, d_in)
             grad_norm = optimizer_step(opt, loss, retriever.parameters())
             dt = time.time() - t0
             tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum())
-            logger.log(step + 1, {"loss/ict": loss.item(), "acc/ict": ict_accuracy(q, d).item(), "lr": lr,
-                                  "grad_norm": grad_norm, "perf/step_s": dt, "perf/tokens_per_s": tokens / dt,
-                                  "perf/tflops": flops_tok * tokens / dt / 1e12})
+            logger.log(step + 1, mean_metrics(
+                {"loss/ict": loss.item(), "acc/ict": ict_accuracy(q, d).item(), "lr": lr, "grad_norm": grad_norm,
+                 "perf/step_s": dt, "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12},
+                sums=("perf/tokens_per_s", "perf/tflops")))
             logger.advance()
             if due(step + 1, cfg.ict.checkpoint_every, cfg.ict.steps):  # mid-run too: ICT resumes like every recipe
-                save_checkpoint(run_dir, step + 1, {"retriever": retriever}, opt)
+                save(run, step + 1, {"retriever": retriever}, opt)
     finally:
         logger.close()
     # ---- save
-    retriever.save(run_dir / "retriever")
+    if dist.is_main():
+        retriever.save(run_dir / "retriever")
     return retriever
+
+
+def _ict_step(retriever: Retriever, q_in: dict, d_in: dict):
+    """(loss, this rank's query embeddings, block embeddings with this rank's rows first) of one ICT step.
+
+    In a job the other ranks' blocks follow this rank's as extra negatives (gathered with gradient); the
+    cross-entropy does not depend on the order of the blocks, so each query's positive stays at its index."""
+    q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
+    if distributed.world_size() > 1:
+        everyone = distributed.all_gather_with_grad(d)
+        mine = distributed.rank() * d.shape[0]
+        d = torch.cat([d, everyone[:mine], everyone[mine + d.shape[0]:]])
+    return ict_loss(q, d), q, d

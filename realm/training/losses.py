@@ -249,6 +249,7 @@ def reader_loss(
     *,
     retriever_logits: Optional[Tensor] = None,
     retriever_has_answer: Optional[Tensor] = None,
+    denominators: Optional[tuple[float, float]] = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """ORQA/REALM reader + retriever loss.
 
@@ -276,6 +277,9 @@ def reader_loss(
         block_has_answer: ``[B, K]`` bool.
         retriever_logits, retriever_has_answer: optional ``[B, N]`` wider beam (ORQA uses N = 5000) for
             the retriever term; default: the reader's K blocks.
+        denominators: ``(reader, retriever)`` in place of the two counts above (each floored at 1e-12), e.g.
+            the global counts divided by the world size on one rank of a data-parallel job, where DDP
+            averages the gradients: the ranks then train on the global batch's loss.
 
     Returns:
         ``(loss, stats)`` with detached ``reader_loss``, ``retriever_loss``, ``num_no_correct_span``
@@ -294,7 +298,8 @@ def reader_loss(
     log_num = masked_logsumexp(joint, correct_f, dim=-1)
     log_den = masked_logsumexp(joint, valid_f, dim=-1)
     per_q_reader = torch.where(has_correct, log_den - log_num, torch.zeros_like(log_num))
-    reader = per_q_reader.sum() / has_correct.sum().clamp(min=1).to(joint.dtype)
+    reader_den = has_correct.sum().clamp(min=1).to(joint.dtype) if denominators is None else max(denominators[0], 1e-12)
+    reader = per_q_reader.sum() / reader_den
 
     r_logits = retrieval_logits if retriever_logits is None else retriever_logits
     r_answer = block_has_answer if retriever_has_answer is None else retriever_has_answer
@@ -303,7 +308,8 @@ def reader_loss(
     log_pz = F.log_softmax(r_logits, dim=-1)
     log_p_ans = masked_logsumexp(log_pz, r_answer, dim=-1)
     per_q_ret = torch.where(has_block, -log_p_ans, torch.zeros_like(log_p_ans))
-    retriever = per_q_ret.sum() / has_block.sum().clamp(min=1).to(r_logits.dtype)
+    ret_den = has_block.sum().clamp(min=1).to(r_logits.dtype) if denominators is None else max(denominators[1], 1e-12)
+    retriever = per_q_ret.sum() / ret_den
 
     loss = reader + retriever
     stats = {

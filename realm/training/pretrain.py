@@ -10,6 +10,11 @@ Per step, for a batch of masked sentences x:
 Every ``refresh_every`` steps the document encoder is exported and the index re-embedded, either by
 a separate builder process (async) or in-line (sync); the trainer swaps versions between steps.
 
+Under ``torchrun`` (docs/distributed.md): DDP over the ranks, each taking its share of the global batch;
+the initial, in-line and final indexes are built sharded (each rank embeds its share of the blocks) and
+searched as a :class:`realm.index.sharded.ShardedIndex`. The asynchronous builder is one process, started
+by rank 0; rank 0 decides when to swap and every rank switches to that version at the same step.
+
 Recipe: setup -> train -> save (``RUN/retriever``, ``RUN/encoder``, ``RUN/index``, metrics, plot).
 """
 
@@ -27,21 +32,20 @@ from tqdm import tqdm
 
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
-from realm.index.build import build_index
+from realm.index.sharded import build_sharded_index
 from realm.models.bert import autocast, bert_flops_per_token
 from realm.models.inputs import Specials, pair_inputs, query_inputs, store_block_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever, relevance
-from realm.retrieval import IndexFollower
-from realm.training.checkpoint import save_checkpoint
-from realm.training.logger import MetricLogger
+from realm.retrieval import IndexFollower, ShardedFollower, follower as make_follower
 from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
 from realm.training.counterfactual import substitute
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span, masked_targets
 from realm.training.optim import due, make_optimizer, optimizer_step, unique_parameters
 from realm.training.plots import plot_curves
 from realm.training.reading import ReadingData, rows_step
-from realm.training.run import begin_step, resume, start_run
+from realm.training.parallel import Replicas, global_counts, local_part, mean_metrics, mean_scale, metric_logger
+from realm.training.run import begin_step, resume, save, start_run
 from realm.training.refresh import IndexBuilderProcess, discard_future, export_snapshot
 
 log = logging.getLogger(__name__)
@@ -101,17 +105,39 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     return loss, stats, ids, tokens
 
 
-def _wait_for_fresher_index(follower: IndexFollower, builder: IndexBuilderProcess, step: int, max_staleness: int,
-                            timeout_s: float = 1800) -> bool:
-    """Bounded staleness: block until the builder publishes an index at most ``max_staleness`` behind."""
+def _wait_for_fresher_index(follower: IndexFollower | ShardedFollower, builder: IndexBuilderProcess | None, step: int,
+                            max_staleness: int, timeout_s: float = 1800) -> bool:
+    """Bounded staleness: block until the builder publishes an index at most ``max_staleness`` behind.
+    In a job every rank waits (``builder`` is rank 0's; ``poll`` is a collective)."""
     t0, swapped = time.time(), False
     while follower.staleness(step) > max_staleness:
-        builder.ensure_alive()  # a crashed builder is restarted (bounded), then raises
+        if builder is not None:
+            builder.ensure_alive()  # a crashed builder is restarted (bounded), then raises
         if time.time() - t0 > timeout_s:
             raise TimeoutError(f"no fresh index after {timeout_s:.0f} s")
         swapped = follower.poll() or swapped
         time.sleep(0.05)
     return swapped
+
+
+def _step_loss(queries: list[MaskedQuery], swaps, rows, retriever: Retriever, encoder: KnowledgeAugEncoder,
+               index, store: BlockStore, sp: Specials, pc, query_len: int, device):
+    """This rank's loss of one pretraining step (its REALM queries + its reading rows) as its share of the
+    global batch's loss: each mean over masked tokens is scaled by ``world * local tokens / global tokens``
+    (:func:`realm.training.parallel.mean_scale`; 1 in one process). Returns (loss, stats, tokens, reading stats)."""
+    n_query = sum(len(q.positions) for q in queries)
+    n_rows = sum(len(r.query.positions) for r in rows) if rows else 0
+    all_query, all_rows = global_counts(n_query, n_rows)
+    loss, stats, _, tokens = realm_step(queries, retriever, encoder, index, store, sp, pc.top_k, query_len, device,
+                                        pc.bf16, swaps=swaps)
+    loss = loss * mean_scale(n_query, all_query)
+    read_stats: dict = {}
+    if rows:
+        read_loss, read_stats, read_tokens = rows_step(encoder, rows, sp, query_len, device, pc.bf16)
+        loss = loss + pc.reading_rows / pc.batch_size * mean_scale(n_rows, all_rows) * read_loss
+        tokens += read_tokens
+        read_stats = {f"reading/{k}": v for k, v in read_stats.items()} | {"reading/loss": read_loss.item()}
+    return loss, stats, tokens, read_stats
 
 
 def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: Retriever | None = None,
@@ -129,7 +155,11 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     # ---- setup
     pc = cfg.pretrain
     run = start_run(cfg, store, run_dir)
-    run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
+    run_dir, device, tok, sp, dist = run.run_dir, run.device, run.tokenizer, run.specials, run.dist
+    progress = progress and dist.is_main()
+    dist.local_batch_size(pc.batch_size)  # batch sizes are global: an error if they do not split
+    if pc.reading_rows:
+        dist.local_batch_size(pc.reading_rows)
     need = cfg.retriever.query_len + store.manifest["block_len"] + 1
     if need > cfg.reader.encoder.max_positions:
         raise ValueError(f"query_len + block_len + 1 = {need} exceeds reader.encoder.max_positions "
@@ -146,7 +176,10 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                          scaled={"retriever": (list(retriever.parameters()), pc.retriever_lr_scale)})
     modules = {"retriever": retriever, "encoder": encoder}
     start, state = resume(run_dir, modules, opt, "pretraining")
-    discard_future(run_dir, start if state else -1)  # what a killed run made after its last checkpoint
+    replicas = Replicas(modules, dist)
+    if dist.is_main():
+        discard_future(run_dir, start if state else -1)  # what a killed run made after its last checkpoint
+    dist.barrier()
     ic = cfg.index
     interval = max(1, pc.refresh_every * pc.stale_factor)
     if pc.refresh_mode not in ("async", "sync"):
@@ -155,14 +188,16 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         raise ValueError(f"pretrain.max_staleness ({pc.max_staleness}) must be >= the refresh interval ({interval})")
     # the builder starts first: its imports overlap with tagging the corpus and the initial index
     builder = IndexBuilderProcess(run_dir, store.folder, ic.batch_size, ic.bf16, ic.keep_versions) \
-        if pc.refresh_mode == "async" else None
+        if pc.refresh_mode == "async" and dist.is_main() else None
+    asynchronous = pc.refresh_mode == "async"
     try:
         pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=cfg.retriever.query_len - 2,
                                   progress=progress)
-        (run_dir / "pool.json").write_text(json.dumps(
-            {"sentences": pool.stats.sentences, "kept": pool.stats.kept, "skipped": pool.stats.skipped}, indent=2))
+        if dist.is_main():
+            (run_dir / "pool.json").write_text(json.dumps(
+                {"sentences": pool.stats.sentences, "kept": pool.stats.kept, "skipped": pool.stats.skipped}, indent=2))
         index_root = run_dir / "index"
-        follower = IndexFollower(index_root, backend=ic.backend, device=device, expect_corpus_hash=store.corpus_hash,
+        follower = make_follower(index_root, backend=ic.backend, device=device, expect_corpus_hash=store.corpus_hash,
                                  expect_dim=retriever.doc.dense.out_features)
         if state.get("index_version") is not None:
             try:
@@ -170,8 +205,9 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
             except FileNotFoundError:  # pruned since: the newest is the best we have
                 follower.load()
         else:
-            build_index(retriever.doc, store, index_root, encoder="initial", encoder_step=start,
-                        batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device, progress=progress)
+            build_sharded_index(retriever.doc, store, index_root, encoder="initial", encoder_step=start,
+                                batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device,
+                                progress=progress)
             follower.load()
     except BaseException:
         if builder is not None:
@@ -190,20 +226,20 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         return out
 
     flops_tok = 3 * bert_flops_per_token(encoder.bert.config, cfg.retriever.query_len + store.manifest["block_len"])
-    logger = MetricLogger(run_dir / "metrics.jsonl", pc.steps, "REALM", start, progress,
+    logger = metric_logger(run_dir / "metrics.jsonl", pc.steps, "REALM", start, progress,
                           bar_keys=("loss/mlm", "retrieval/utility", "index/version", "perf/tokens_per_s"))
-    if start == 0 and pc.probe_every:
+    if start == 0 and pc.probe_every and dist.is_main():
         logger.log(0, measure())
     # ---- train
     try:
         for step in range(start, pc.steps):
             if stop_at is not None and step >= stop_at:
-                save_checkpoint(run_dir, step, modules, opt, {"index_version": follower.version})
+                save(run, step, modules, opt, {"index_version": follower.version})
                 return retriever, encoder
-            swapped = follower.poll() if builder is not None else False
-            if builder is not None and pc.max_staleness and follower.staleness(step) > pc.max_staleness:
+            swapped = follower.poll() if asynchronous else False  # in a job: rank 0 decides, all ranks swap
+            if asynchronous and pc.max_staleness and follower.staleness(step) > pc.max_staleness:
                 swapped = _wait_for_fresher_index(follower, builder, step, pc.max_staleness) or swapped
-            if swapped:
+            if swapped and dist.is_main():
                 tqdm.write(f"step {step}: swapped in index v{follower.version} "
                            f"(built from step {follower.manifest.encoder_step}, {follower.staleness(step)} steps behind)")
             t0 = time.time()
@@ -212,26 +248,21 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 for g in opt.param_groups:
                     if g.get("name") == "retriever":
                         g["lr"] = 0.0
+            # the global batch, drawn alike on every rank; each keeps its share
             queries = pool.sample(rng, pc.batch_size)
             swaps = None
             if pc.counterfactual > 0:
-                swaps = [reading.bank.replacement(q.targets, rng) if rng.random() < pc.counterfactual else None
-                         for q in queries]
-            loss, stats, _, tokens = realm_step(queries, retriever, encoder, follower, store, sp, pc.top_k,
-                                                cfg.retriever.query_len, device, pc.bf16, swaps=swaps)
-            read_stats: dict = {}
-            if pc.reading_rows:
-                rows = reading.rows(rng, pc.reading_rows, cfg.reading.plain_share, cfg.reading.evidence_share,
-                                    cfg.reading.distractor_share)
-                read_loss, read_stats, read_tokens = rows_step(encoder, rows, sp, cfg.retriever.query_len, device,
-                                                               pc.bf16)
-                loss = loss + pc.reading_rows / pc.batch_size * read_loss
-                tokens += read_tokens
-                read_stats = {f"reading/{k}": v for k, v in read_stats.items()} | {"reading/loss": read_loss.item()}
+                swaps = local_part([reading.bank.replacement(q.targets, rng) if rng.random() < pc.counterfactual
+                                    else None for q in queries], dist)
+            queries = local_part(queries, dist)
+            rows = local_part(reading.rows(rng, pc.reading_rows, cfg.reading.plain_share, cfg.reading.evidence_share,
+                                           cfg.reading.distractor_share), dist) if pc.reading_rows else None
+            loss, stats, tokens, read_stats = replicas.run(_step_loss, queries, swaps, rows, retriever, encoder, follower,
+                                                           store, sp, pc, cfg.retriever.query_len, device)
             grad_norm = optimizer_step(opt, loss, unique_parameters(retriever, encoder))
             dt = time.time() - t0
             done = step + 1
-            logger.log(done, {
+            logger.log(done, mean_metrics({
                 "loss/mlm": loss.item(), "acc/masked": stats["masked_accuracy"].item(),
                 "retrieval/utility": stats["retrieval_utility"].item(),
                 "retrieval/entropy": stats["retrieval_entropy"].item(),
@@ -239,29 +270,35 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 "retrieval/evidence_advantage": stats["evidence_advantage"].item() if stats["evidence_compared"] else None,
                 "index/version": follower.version, "index/staleness": follower.staleness(step),
                 "index/swapped": int(swapped), "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
-                "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12, **read_stats,
-                **(measure() if pc.probe_every and (done % pc.probe_every == 0 or done == pc.steps) else {})})
+                "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12, **read_stats},
+                sums=("perf/tokens_per_s", "perf/tflops"))
+                | (measure() if dist.is_main() and pc.probe_every and (done % pc.probe_every == 0 or done == pc.steps)
+                   else {}))
             logger.advance()
             if done % interval == 0 and done < pc.steps:
-                if builder is None:
-                    build_index(retriever.doc, store, index_root, encoder=f"step {done}", encoder_step=done,
-                                batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device,
-                                progress=False)
+                if not asynchronous:
+                    build_sharded_index(retriever.doc, store, index_root, encoder=f"step {done}", encoder_step=done,
+                                        batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device,
+                                        progress=False)
                     follower.load()
-                else:
+                elif builder is not None:  # rank 0: the replicas are identical, one snapshot serves them all
                     builder.ensure_alive()
                     export_snapshot(retriever, run_dir, done)
             if due(done, pc.checkpoint_every, pc.steps):
-                save_checkpoint(run_dir, done, modules, opt, {"index_version": follower.version})
+                save(run, done, modules, opt, {"index_version": follower.version})
     finally:
         logger.close()
         if builder is not None:
             builder.stop()
     # ---- save
-    retriever.save(run_dir / "retriever")
-    encoder.save(run_dir / "encoder")
-    build_index(retriever.doc, store, index_root, encoder=str(run_dir / "retriever"), encoder_step=pc.steps,
-                batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device, progress=progress)
+    if dist.is_main():
+        retriever.save(run_dir / "retriever")
+        encoder.save(run_dir / "encoder")
+    build_sharded_index(retriever.doc, store, index_root, encoder=str(run_dir / "retriever"), encoder_step=pc.steps,
+                        batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device,
+                        progress=progress)
+    if not dist.is_main():
+        return retriever, encoder
     plot_curves(run_dir, ["loss/mlm", "retrieval/utility", "retrieval/entropy", "retrieval/evidence_advantage",
                           "retrieval/evidence_rate", "probe/evidence_advantage", "eval/recall@5", "index/staleness"],
                 "REALM pretraining")

@@ -29,14 +29,13 @@ from realm.data.blocks import BlockStore
 from realm.models.bert import autocast, bert_flops_per_token
 from realm.models.inputs import pair_inputs
 from realm.models.mlm import KnowledgeAugEncoder
-from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, draw_kinds, make_rows
-from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedSentencePool, masked_targets
 from realm.training.optim import due, optimizer_step
 from realm.training.plots import plot_curves
 from realm.training.reading_probe import ReadingProbe
-from realm.training.run import begin_step, start_encoder_run
+from realm.training.parallel import Replicas, global_token_mean, local_part, mean_metrics, metric_logger
+from realm.training.run import begin_step, save, start_encoder_run
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +88,15 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
     need = query_len + store.manifest["block_len"] + 1  # [CLS] x [SEP] body [SEP]
     run, encoder, opt, modules, start = start_encoder_run(cfg, store, run_dir, encoder, rc.lr, need,
                                                           "reading warm start")
-    run_dir, device, sp = run.run_dir, run.device, run.specials
+    run_dir, device, sp, dist = run.run_dir, run.device, run.specials, run.dist
+    progress = progress and dist.is_main()
+    dist.local_batch_size(rc.batch_size)  # global: an error if it does not split
+    replicas = Replicas(modules, dist)
     data = data or ReadingData(store, query_len, progress, rc.probe_rows)
-    (run_dir / "probe_rows.json").write_text(json.dumps(data.probe.sizes()))
+    if dist.is_main():
+        (run_dir / "probe_rows.json").write_text(json.dumps(data.probe.sizes()))
     flops_tok = 3 * bert_flops_per_token(encoder.bert.config, need)
-    logger = MetricLogger(run_dir / "metrics.jsonl", rc.steps, "reading warm start", start, progress,
+    logger = metric_logger(run_dir / "metrics.jsonl", rc.steps, "reading warm start", start, progress,
                           bar_keys=("loss/mlm", "acc/own", "probe/evidence_advantage", "perf/tokens_per_s"))
     curriculum = int(rc.curriculum_start * rc.steps)
     last_probe: dict = {}
@@ -102,25 +105,29 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
         for step in range(start, rc.steps):
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, rc.lr, rc.warmup, rc.steps)
-            rows = data.rows(rng, rc.batch_size, rc.plain_share, rc.evidence_share if step >= curriculum else 0.0,
-                             rc.distractor_share)
-            loss, stats, tokens = rows_step(encoder, rows, sp, query_len, device, rc.bf16)
+            rows = local_part(data.rows(rng, rc.batch_size, rc.plain_share,
+                                        rc.evidence_share if step >= curriculum else 0.0, rc.distractor_share), dist)
+            loss, stats, tokens = replicas.run(rows_step, encoder, rows, sp, query_len, device, rc.bf16)
+            loss = global_token_mean(loss, sum(len(r.query.positions) for r in rows))
             grad_norm = optimizer_step(opt, loss, encoder.parameters())
             dt = time.time() - t0
             done = step + 1
             metrics = {"loss/mlm": loss.item(), **stats, "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
                        "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12}
-            if due(done, rc.probe_every, rc.steps):
+            metrics = mean_metrics(metrics, sums=("perf/tokens_per_s", "perf/tflops"))
+            if due(done, rc.probe_every, rc.steps) and dist.is_main():
                 last_probe = data.probe.measure(encoder, device, bf16=False)
                 metrics.update(last_probe)
             logger.log(done, metrics)
             logger.advance()
             if due(done, rc.checkpoint_every, rc.steps):
-                save_checkpoint(run_dir, done, modules, opt)
+                save(run, done, modules, opt)
     finally:
         logger.close()
     # ---- save
     encoder.eval()
+    if not dist.is_main():
+        return encoder
     encoder.save(run_dir / "encoder")
     if not last_probe:  # resumed after the last step: measure the saved encoder
         last_probe = data.probe.measure(encoder, device)
