@@ -40,9 +40,11 @@ def mlm_batch(queries: Sequence[MaskedQuery], sp: Specials, query_len: int):
 
 
 def mlm_step(encoder: KnowledgeAugEncoder, queries: Sequence[MaskedQuery], sp: Specials, query_len: int,
-             device, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(loss = mean CE over masked tokens, masked accuracy, tokens read) for one batch."""
-    inputs, positions, targets, mask = mlm_batch(queries, sp, query_len)
+             device, bf16: bool = False, batch=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loss = mean CE over masked tokens, masked accuracy, tokens read) for one batch.
+
+    ``batch`` is :func:`mlm_batch` of ``queries`` when the caller built it already (e.g. ahead of time)."""
+    inputs, positions, targets, mask = batch if batch is not None else mlm_batch(queries, sp, query_len)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     positions, targets, mask = positions.to(device), targets.to(device), mask.to(device)
     with autocast(device, bf16):

@@ -59,10 +59,17 @@ class ReadingData:
         return make_rows(queries, kinds, lambda i: self.finder.bodies[i], self.finder, self.bank, rng)
 
 
-def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf16: bool):
-    """(loss = mean CE over masked tokens, per-kind stats, tokens read) for reading rows."""
+def rows_batch(rows, sp, query_len: int):
+    """(inputs ``[CLS] x [SEP] body [SEP]``, positions [B, M], targets [B, M], token mask [B, M]) of reading rows."""
     inputs, _, _ = pair_inputs([r.query.input_ids for r in rows], [r.body for r in rows], sp, query_len)
-    positions, targets, mask = masked_targets([r.query for r in rows], [r.targets for r in rows])
+    return (inputs, *masked_targets([r.query for r in rows], [r.targets for r in rows]))
+
+
+def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf16: bool, batch=None):
+    """(loss = mean CE over masked tokens, per-kind stats, tokens read) for reading rows.
+
+    ``batch`` is :func:`rows_batch` of ``rows`` when the caller built it already (e.g. ahead of time)."""
+    inputs, positions, targets, mask = batch if batch is not None else rows_batch(rows, sp, query_len)
     inputs = {k: v.to(device) for k, v in inputs.items()}
     positions, targets, mask = positions.to(device), targets.to(device), mask.to(device)
     with autocast(device, bf16):
