@@ -120,6 +120,11 @@ class Stage:
     def __init__(self, name: str, shape: str, data_root: Path):
         import torch
 
+        if name == "matmul":  # the ceiling: one BERT feed-forward product of this shape, [2048, h] @ [h, 4h]
+            h = 256 if shape == "4x256" else 128 if shape == "demo" else 64
+            self.name, self.a, self.b = name, torch.randn(2048, h), torch.randn(h, 4 * h)
+            return
+
         from realm.data.blocks import BlockStore
         from realm.models.inputs import Specials
         from realm.models.mlm import KnowledgeAugEncoder
@@ -186,9 +191,16 @@ class Stage:
         self.tmp, self.runs = tempfile.TemporaryDirectory(), 0
 
     # ---- steps
-    def step(self, i: int, bf16: bool, kind: str | None = None) -> dict:
+    def step(self, i: int, bf16: bool, kind: str | None = None, attention: str = "sdpa") -> dict:
         """Training step ``i``; ``kind`` runs another step of this stage's models (``realm_plain``)."""
+        from realm.models.bert import use_attention
         from realm.training.checkpoint import step_generator
+
+        if self.name == "matmul":
+            return self._matmul(bf16)
+        for m in (self.encoder, self.retriever, getattr(self, "reader", None)):
+            if m is not None:
+                use_attention(m, attention)
 
         clock = self.clock[0] = _Clock()
         self.counter.take()
@@ -209,6 +221,15 @@ class Stage:
             wall = time.perf_counter() - t0 - clock.excluded
         tokens, flops = self.counter.take()
         return {"step_s": wall, "tokens": tokens, "flops": flops, **{f"{k}_s": v for k, v in clock.t.items()}}
+
+    def _matmul(self, bf16: bool) -> dict:
+        a, b = (self.a.bfloat16(), self.b.bfloat16()) if bf16 else (self.a, self.b)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        wall = (time.perf_counter() - t0) / 20
+        return {"step_s": wall, "tokens": a.shape[0], "flops": 2.0 * a.shape[0] * a.shape[1] * b.shape[1],
+                **{f"{k}_s": 0.0 for k in PHASES}, "forward_s": wall}
 
     def _reading(self, rng, bf16, clock):
         from realm.training.reading import rows_batch, rows_step
@@ -355,7 +376,7 @@ def worker(data_root: Path) -> None:
         st = stages[key]
         out = []
         for i in range(cmd["first"], cmd["first"] + cmd["steps"]):
-            res = st.step(i, cmd["bf16"], kind=cmd["stage"])
+            res = st.step(i, cmd["bf16"], kind=cmd["stage"], attention=cmd.get("attention", "sdpa"))
             out.append(_fix_realm_forward(res) if cmd["stage"] == "realm" else res)
         print(json.dumps(out), flush=True)
 
@@ -423,7 +444,7 @@ def measure(variants: list[dict], workers: dict[str, Worker], steps: int, rounds
 
 
 def _cmd(v: dict) -> dict:
-    return {k: v[k] for k in ("stage", "shape", "bf16", "threads")}
+    return {"attention": "sdpa", **{k: v[k] for k in ("stage", "shape", "bf16", "threads", "attention") if k in v}}
 
 
 def run(quick: bool) -> dict:
@@ -442,6 +463,13 @@ def run(quick: bool) -> dict:
             # thread settings and the OpenMP wait policy, on the demo's shared-encoder stage as the demo runs it
             thread_rows = measure([{"env": e, "stage": "reading", "shape": "demo", "bf16": b, "threads": t}
                                    for e in ENVS for t in (1, 2) for b in (True, False)], workers, steps, rounds)
+            # attention kernels with bf16 autocast, against the hardware: one feed-forward product of the shape
+            attention_rows = measure(
+                [{"env": "passive", "stage": s, "shape": sh, "bf16": b, "threads": 1, "attention": a}
+                 for sh in shapes if sh != "tiny" for s in ("reading", "ict")
+                 for a, b in (("sdpa", False), ("sdpa", True), ("eager", True))]
+                + [{"env": "passive", "stage": "matmul", "shape": sh, "bf16": b, "threads": 1}
+                   for sh in shapes if sh != "tiny" for b in (False, True)], workers, steps, rounds)
             # REALM overhead: a REALM step vs plain reading steps over the same number of (sentence, block) rows
             overhead = measure([{"env": "passive", "stage": s, "shape": "demo", "bf16": False, "threads": 1}
                                 for s in ("realm", "realm_plain")], workers, steps, rounds)
@@ -449,7 +477,8 @@ def run(quick: bool) -> dict:
             for w in workers.values():
                 w.close()
     return {"machine": _machine(load_before), "seconds": round(time.time() - t_start, 1), "quick": quick,
-            "stages": stage_rows, "threads": thread_rows, "realm_overhead": _overhead(overhead)}
+            "stages": stage_rows, "threads": thread_rows,
+            "attention": attention_rows, "realm_overhead": _overhead(overhead)}
 
 
 def _overhead(rows: list[dict]) -> dict:
@@ -494,6 +523,15 @@ def markdown(res: dict) -> str:
         lines.append(f"| {'PASSIVE' if r['env'] == 'passive' else 'default (spin)'} | {r['threads']} | "
                      f"{'bf16' if r['bf16'] else 'fp32'} | {r['step_s']:.3f} | {r['tokens_per_s']:,.0f} | "
                      f"{r['tflops']:.4f} | {r['tflops'] / ref['tflops']:.1f}x |")
+    lines += ["", "### Attention kernel with bf16 autocast, and the matrix-product ceiling (1 thread)", "",
+              "`matmul` is one feed-forward product [2048, h] @ [h, 4h] of the shape: what the hardware gives now.", "",
+              "| stage | shape | precision | attention | s/step | tokens/s | TFLOP/s | vs fp32 sdpa |", "|" + "---|" * 8]
+    ref = {(r["stage"], r["shape"]): r for r in res["attention"] if not r["bf16"]}
+    for r in res["attention"]:
+        base = ref[(r["stage"], r["shape"])]
+        lines.append(f"| {r['stage']} | {r['shape']} | {'bf16' if r['bf16'] else 'fp32'} | "
+                     f"{r.get('attention', '-') if r['stage'] != 'matmul' else '-'} | {r['step_s']:.4f} | "
+                     f"{r['tokens_per_s']:,.0f} | {r['tflops']:.4f} | {base['step_s'] / r['step_s']:.2f}x |")
     o = res["realm_overhead"]
     lines += ["", "### Overhead of retrieval (demo preset, fp32)", "",
               f"A REALM step ({o['realm_tokens_per_step']:.0f} tokens over the query, block and reader passes) takes "

@@ -17,7 +17,7 @@ import torch
 
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
-from realm.models.bert import bert_flops_per_token
+from realm.models.bert import autocast, bert_flops_per_token, use_attention
 from realm.models.inputs import block_inputs, query_inputs
 from realm.models.retriever import Retriever
 from realm.training.checkpoint import save_checkpoint
@@ -67,6 +67,7 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
     run_dir, device, tok, sp = run.run_dir, run.device, run.tokenizer, run.specials
     if retriever is None:
         retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
+    use_attention(retriever, cfg.retriever.encoder.attention)
     retriever.to(device).train()
     opt = make_optimizer(retriever.parameters(), cfg.ict.lr)
     start, _ = resume(run_dir, {"retriever": retriever}, opt, "ICT")
@@ -82,7 +83,9 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
             queries, titles, bodies, _ = sampler.sample(rng, cfg.ict.batch_size)
             q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
             d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
-            q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
+            with autocast(device, cfg.ict.bf16):
+                q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
+            q, d = q.float(), d.float()  # a no-op in fp32
             loss = ict_loss(q, d)
             grad_norm = optimizer_step(opt, loss, retriever.parameters())
             dt = time.time() - t0
