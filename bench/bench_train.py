@@ -508,6 +508,8 @@ def markdown(res: dict) -> str:
              f"compare ratios within a table, not absolute figures across runs). Command: "
              f"`python -m bench.bench_train{' --quick' if res['quick'] else ''}` ({res['seconds']} s).", "",
              "### Every stage (OMP_WAIT_POLICY=PASSIVE, 1 intra-op thread)", "",
+             "Shares are each phase's median time over the median step time (they need not sum to 100%); "
+             "`other` is what no timer covers (for fine-tuning: its inline batch building and answer matching).", "",
              "| stage | shape | precision | s/step | tokens/step | tokens/s | TFLOP/s | prep | retrieval | forward "
              "| backward | optimizer | other |", "|" + "---|" * 13]
     for r in res["stages"]:

@@ -89,7 +89,7 @@ def test_convert_handlers_still_reach_the_converter(tmp_path, capsys):
 
 
 def test_cli_makes_openmp_threads_sleep_unless_told_otherwise():
-    # spinning OpenMP waits made 2-thread training 10x+ slower on a shared machine (bench/RESULTS-train.md)
+    # spinning OpenMP waits made 2-thread training 6-24x slower on a shared machine (bench/RESULTS-train.md)
     code = "import os, realm.cli; print(os.environ['OMP_WAIT_POLICY'])"
     env = {k: v for k, v in _env().items() if k != "OMP_WAIT_POLICY"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore

@@ -26,11 +26,12 @@ import torch
 
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
-from realm.models.bert import autocast, bert_flops_per_token
+from realm.models.bert import bert_flops_per_token
 from realm.models.inputs import pair_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import save_checkpoint
 from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, draw_kinds, make_rows
+from realm.training.encoder_mlm import masked_lm_loss
 from realm.training.logger import MetricLogger
 from realm.training.mlm_examples import MaskedSentencePool, masked_targets
 from realm.training.optim import due, optimizer_step
@@ -69,13 +70,8 @@ def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf
     """(loss = mean CE over masked tokens, per-kind stats, tokens read) for reading rows.
 
     ``batch`` is :func:`rows_batch` of ``rows`` when the caller built it already (e.g. ahead of time)."""
-    inputs, positions, targets, mask = batch if batch is not None else rows_batch(rows, sp, query_len)
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    positions, targets, mask = positions.to(device), targets.to(device), mask.to(device)
-    with autocast(device, bf16):
-        logp, logits = encoder.target_log_probs(inputs, positions, targets)
-    n = mask.sum().clamp(min=1)
-    loss = -(logp * mask).sum() / n
+    loss, logits, targets, mask, tokens = masked_lm_loss(
+        encoder, batch if batch is not None else rows_batch(rows, sp, query_len), device, bf16)
     stats = {}
     with torch.no_grad():
         right = ((logits.argmax(-1) == targets) | ~mask).all(-1)
@@ -84,7 +80,7 @@ def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf
             if sel.any():
                 stats[f"acc/{kind}"] = right[sel].float().mean().item()
                 stats[f"share/{kind}"] = sel.float().mean().item()
-    return loss, stats, int(inputs["attention_mask"].sum())
+    return loss, stats, tokens
 
 
 def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encoder: KnowledgeAugEncoder | None = None,
