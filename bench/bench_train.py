@@ -1,6 +1,9 @@
 """Training throughput of every stage: tokens/s, achieved FLOP/s and where a step's time goes.
 
-    python -m bench.bench_train [--quick] [--out bench/results/train.json] [--md bench/RESULTS-train.md]
+    python -m bench.bench_train [--quick] [--out bench/results/train.json] [--md FILE]
+
+``run(quick)`` returns the figures as a dict and :func:`markdown` renders them (the measured part of
+``bench/RESULTS-train.md``).
 
 Stages (each a real training step of the recipe, built from the recipe's own functions):
   reading   the reading warm start (``realm.training.reading``; the demo's shared-encoder stage)
@@ -8,6 +11,10 @@ Stages (each a real training step of the recipe, built from the recipe's own fun
   ict       the retriever's ICT warm start (``realm.training.ict``)
   realm     one REALM pretraining step (``realm.training.pretrain.realm_step``) against an exact index
   finetune  reader fine-tuning (``realm.training.finetune.finetune``, dense retrieval)
+and, for comparison, ``realm_plain`` (masked LM over the (sentence, block) rows of a REALM step, without the
+retriever: REALM's overhead is realm / realm_plain) and ``matmul`` (one feed-forward matrix product: the
+hardware's ceiling at that moment). Threads 1 vs 2 and the OpenMP wait policy are compared on ``reading``;
+the attention kernel (sdpa vs eager) with bf16 on ``reading`` and ``ict``.
 Shapes: the ``tiny`` and ``demo`` presets, and ``4x256`` (the demo corpus and recipe with 4-layer,
 256-wide encoders). Precision: fp32 and bf16 autocast.
 
