@@ -21,6 +21,7 @@ BENCHMARKS = {
     "soak": ("bench.bench_soak", "soak test of `realm serve`: errors, latency, RSS over time", False),
     "cli": ("bench.bench_cli", "CLI start-up and `realm ask` cold start (needs --run)", False),
     "block-records": ("bench.bench_block_records", "loading an object-array block_records.npy", False),
+    "train": ("bench.bench_train", "training steps of every stage: tokens/s, FLOP/s, phase shares, fp32 vs bf16", False),
 }
 
 # the older scripts: their own markdown tables go to bench/results/<name>.md (their committed
@@ -32,6 +33,7 @@ QUICK_ARGS = {
     "soak": ["--seconds", "20"],
     "cli": [],
     "block-records": ["--records", "100000"],
+    "train": ["--quick"],
 }
 
 

@@ -18,6 +18,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is ever downloaded at run time
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# OpenMP threads that wait by sleeping, not spinning: on a shared machine (another job on the cores) spinning
+# threads make every small kernel wait for a descheduled peer: 2-thread training steps ran 6-24x slower
+# (bench/RESULTS-train.md). Results are unchanged (same kernels, same thread count). libgomp reads it once,
+# when torch loads, so it is set here, before any torch import.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 if not sys.stderr.isatty():  # logs and CI: a progress line every 15 s, not every 0.1 s
     os.environ.setdefault("TQDM_MININTERVAL", "15")
 

@@ -65,6 +65,10 @@ class EncoderConfig:
     hidden_act: str = "gelu"
     layer_norm_eps: float = 1e-12
     max_positions: int = 512
+    # attention kernel while training: sdpa (torch's fused kernel) | eager (plain matmul + softmax). With bf16
+    # autocast on CPU, eager is ~1.3x faster for small encoders (bench/RESULTS-train.md); the numbers differ
+    # in rounding, so the presets keep sdpa
+    attention: str = "sdpa"
     init_from: str | None = None  # a local HF BERT folder to start from instead of random weights
 
 
@@ -95,6 +99,7 @@ class ICTConfig:
     warmup: int = 30
     remove_prob: float = 0.9  # probability that the query sentence is removed from its block
     checkpoint_every: int = 100  # 0 = only at the end
+    bf16: bool = False  # bf16 autocast for the query and block passes (the loss stays fp32)
 
 
 @dataclass
@@ -403,7 +408,8 @@ _DEVICE = ((lambda v: v == "cpu" or v == "mps" or v == "cuda" or (v.startswith("
 _ENCODER = {"layers": _int(1, 48), "hidden": _int(8, 8192), "heads": _int(1, 128), "intermediate": _int(1),
             "dropout": _num(0, 1, hi_open=True),
             "hidden_act": _choice("gelu", "gelu_new", "gelu_fast", "gelu_pytorch_tanh", "relu", "silu", "swish", "tanh"),
-            "layer_norm_eps": _num(0, 1, lo_open=True), "max_positions": _int(8, 65536)}
+            "layer_norm_eps": _num(0, 1, lo_open=True), "max_positions": _int(8, 65536),
+            "attention": _choice("sdpa", "eager")}
 
 RULES: dict[str, tuple] = {
     "seed": _int(0), "device": _DEVICE, "threads": _int(0, 1024),

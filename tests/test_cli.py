@@ -86,3 +86,14 @@ def test_convert_handlers_still_reach_the_converter(tmp_path, capsys):
     (tmp_path / "src").mkdir()
     assert main(["convert", "from-hf-realm", str(tmp_path / "src"), str(tmp_path / "out")]) == 2
     assert "config.json" in capsys.readouterr().err
+
+
+def test_cli_makes_openmp_threads_sleep_unless_told_otherwise():
+    # spinning OpenMP waits made 2-thread training 6-24x slower on a shared machine (bench/RESULTS-train.md)
+    code = "import os, realm.cli; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in _env().items() if k != "OMP_WAIT_POLICY"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert res.stdout.strip() == "PASSIVE", res.stderr
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, timeout=120)
+    assert res.stdout.strip() == "ACTIVE", res.stderr

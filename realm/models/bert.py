@@ -41,7 +41,7 @@ def build_bert(cfg: EncoderConfig, vocab_size: int, pad_id: int = 0, pooler: boo
     if cfg.init_from:
         return load_hf_bert(cfg.init_from, vocab_size, pooler)
     model = BertModel(bert_config(cfg, vocab_size, pad_id), add_pooling_layer=pooler)
-    model.config._attn_implementation = "sdpa"
+    model.config._attn_implementation = cfg.attention
     return model
 
 
@@ -57,6 +57,20 @@ def load_hf_bert(folder: str | Path, vocab_size: int | None = None, pooler: bool
     model = BertModel.from_pretrained(str(folder), config=config, add_pooling_layer=pooler, local_files_only=True,
                                       attn_implementation="sdpa", use_safetensors=None)
     log.info("loaded BERT weights from %s", folder)
+    return model
+
+
+ATTENTION = ("sdpa", "eager")
+
+
+def use_attention(model: torch.nn.Module, impl: str) -> torch.nn.Module:
+    """Switch the attention kernel of every BERT inside ``model``: ``sdpa`` (torch's fused kernel) or ``eager``
+    (matmul + softmax). The weights are untouched; the outputs agree up to rounding. Returns ``model``."""
+    if impl not in ATTENTION:
+        raise ValueError(f"attention {impl!r} is not one of {', '.join(ATTENTION)}")
+    for m in model.modules():
+        if isinstance(getattr(m, "config", None), BertConfig):
+            m.config._attn_implementation = impl
     return model
 
 

@@ -32,7 +32,7 @@ class KnowledgeAugEncoder(nn.Module):
         if cfg.init_from:
             return cls.load(cfg.init_from)
         mlm = BertForMaskedLM(bert_config(cfg, vocab_size, pad_id))
-        mlm.config._attn_implementation = "sdpa"
+        mlm.config._attn_implementation = cfg.attention
         return cls(mlm)
 
     def masked_logits(self, inputs: dict[str, torch.Tensor], positions: torch.Tensor) -> torch.Tensor:

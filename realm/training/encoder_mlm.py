@@ -38,19 +38,28 @@ def mlm_batch(queries: Sequence[MaskedQuery], sp: Specials, query_len: int):
     return (inputs, *masked_targets(queries))
 
 
-def mlm_step(encoder: KnowledgeAugEncoder, queries: Sequence[MaskedQuery], sp: Specials, query_len: int,
-             device, bf16: bool = False) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """(loss = mean CE over masked tokens, masked accuracy, tokens read) for one batch."""
-    inputs, positions, targets, mask = mlm_batch(queries, sp, query_len)
+def masked_lm_loss(encoder: KnowledgeAugEncoder, batch, device, bf16: bool):
+    """(loss = mean CE over the masked tokens, logits [B, M, V], targets, token mask, tokens read) of a built
+    batch ``(inputs, positions, targets, mask)`` (:func:`mlm_batch`, :func:`~realm.training.reading.rows_batch`)."""
+    inputs, positions, targets, mask = batch
     inputs = {k: v.to(device) for k, v in inputs.items()}
     positions, targets, mask = positions.to(device), targets.to(device), mask.to(device)
     with autocast(device, bf16):
         logp, logits = encoder.target_log_probs(inputs, positions, targets)
-    n = mask.sum().clamp(min=1)
-    loss = -(logp * mask).sum() / n
+    loss = -(logp * mask).sum() / mask.sum().clamp(min=1)
+    return loss, logits, targets, mask, int(inputs["attention_mask"].sum())
+
+
+def mlm_step(encoder: KnowledgeAugEncoder, queries: Sequence[MaskedQuery], sp: Specials, query_len: int,
+             device, bf16: bool = False, batch=None) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(loss = mean CE over masked tokens, masked accuracy, tokens read) for one batch.
+
+    ``batch`` is :func:`mlm_batch` of ``queries`` when the caller built it already (e.g. ahead of time)."""
+    loss, logits, targets, mask, tokens = masked_lm_loss(
+        encoder, batch if batch is not None else mlm_batch(queries, sp, query_len), device, bf16)
     with torch.no_grad():
-        acc = ((logits.argmax(-1) == targets) & mask).sum().float() / n
-    return loss, acc, int(inputs["attention_mask"].sum())
+        acc = ((logits.argmax(-1) == targets) & mask).sum().float() / mask.sum().clamp(min=1)
+    return loss, acc, tokens
 
 
 def mlm_pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: bool = True,

@@ -22,7 +22,7 @@ import torch
 from realm import distributed
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
-from realm.models.bert import bert_flops_per_token
+from realm.models.bert import autocast, bert_flops_per_token, use_attention
 from realm.models.inputs import block_inputs, query_inputs
 from realm.models.retriever import Retriever
 from realm.training.losses import ict_accuracy, ict_loss
@@ -72,6 +72,7 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
     progress = progress and dist.is_main()
     if retriever is None:
         retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id)
+    use_attention(retriever, cfg.retriever.encoder.attention)
     retriever.to(device).train()
     opt = make_optimizer(retriever.parameters(), cfg.ict.lr)
     start, _ = resume(run_dir, {"retriever": retriever}, opt, "ICT")
@@ -89,7 +90,7 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
             queries, titles, bodies, _ = (local_part(x, dist) for x in sampler.sample(rng, cfg.ict.batch_size))
             q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
             d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
-            loss, q, d = replicas.run(_ict_step, retriever, q_in, d_in)
+            loss, q, d = replicas.run(_ict_step, retriever, q_in, d_in, cfg.ict.bf16)
             grad_norm = optimizer_step(opt, loss, retriever.parameters())
             dt = time.time() - t0
             tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum())
@@ -108,12 +109,14 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
     return retriever
 
 
-def _ict_step(retriever: Retriever, q_in: dict, d_in: dict):
+def _ict_step(retriever: Retriever, q_in: dict, d_in: dict, bf16: bool = False):
     """(loss, this rank's query embeddings, block embeddings with this rank's rows first) of one ICT step.
 
     In a job the other ranks' blocks follow this rank's as extra negatives (gathered with gradient); the
     cross-entropy does not depend on the order of the blocks, so each query's positive stays at its index."""
-    q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
+    with autocast(q_in["input_ids"].device, bf16):
+        q, d = retriever.embed_queries(q_in), retriever.embed_blocks(d_in)
+    q, d = q.float(), d.float()  # a no-op in fp32
     if distributed.world_size() > 1:
         everyone = distributed.all_gather_with_grad(d)
         mine = distributed.rank() * d.shape[0]

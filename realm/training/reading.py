@@ -26,10 +26,11 @@ import torch
 
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
-from realm.models.bert import autocast, bert_flops_per_token
+from realm.models.bert import bert_flops_per_token
 from realm.models.inputs import pair_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, draw_kinds, make_rows
+from realm.training.encoder_mlm import masked_lm_loss
 from realm.training.mlm_examples import MaskedSentencePool, masked_targets
 from realm.training.optim import due, optimizer_step
 from realm.training.plots import plot_curves
@@ -58,16 +59,18 @@ class ReadingData:
         return make_rows(queries, kinds, lambda i: self.finder.bodies[i], self.finder, self.bank, rng)
 
 
-def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf16: bool):
-    """(loss = mean CE over masked tokens, per-kind stats, tokens read) for reading rows."""
+def rows_batch(rows, sp, query_len: int):
+    """(inputs ``[CLS] x [SEP] body [SEP]``, positions [B, M], targets [B, M], token mask [B, M]) of reading rows."""
     inputs, _, _ = pair_inputs([r.query.input_ids for r in rows], [r.body for r in rows], sp, query_len)
-    positions, targets, mask = masked_targets([r.query for r in rows], [r.targets for r in rows])
-    inputs = {k: v.to(device) for k, v in inputs.items()}
-    positions, targets, mask = positions.to(device), targets.to(device), mask.to(device)
-    with autocast(device, bf16):
-        logp, logits = encoder.target_log_probs(inputs, positions, targets)
-    n = mask.sum().clamp(min=1)
-    loss = -(logp * mask).sum() / n
+    return (inputs, *masked_targets([r.query for r in rows], [r.targets for r in rows]))
+
+
+def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf16: bool, batch=None):
+    """(loss = mean CE over masked tokens, per-kind stats, tokens read) for reading rows.
+
+    ``batch`` is :func:`rows_batch` of ``rows`` when the caller built it already (e.g. ahead of time)."""
+    loss, logits, targets, mask, tokens = masked_lm_loss(
+        encoder, batch if batch is not None else rows_batch(rows, sp, query_len), device, bf16)
     stats = {}
     with torch.no_grad():
         right = ((logits.argmax(-1) == targets) | ~mask).all(-1)
@@ -76,7 +79,7 @@ def rows_step(encoder: KnowledgeAugEncoder, rows, sp, query_len: int, device, bf
             if sel.any():
                 stats[f"acc/{kind}"] = right[sel].float().mean().item()
                 stats[f"share/{kind}"] = sel.float().mean().item()
-    return loss, stats, int(inputs["attention_mask"].sum())
+    return loss, stats, tokens
 
 
 def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encoder: KnowledgeAugEncoder | None = None,

@@ -17,6 +17,7 @@ import torch
 from realm import distributed
 from realm.config import RunConfig, save_config
 from realm.distributed import Dist, DistributedError
+from realm.models.bert import use_attention
 from realm.models.inputs import Specials
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.checkpoint import all_checkpoints, load_newest_good, save_checkpoint, step_generator
@@ -111,6 +112,7 @@ def start_encoder_run(cfg: RunConfig, store, run_dir: str | Path, encoder: Knowl
                          f"{cfg.reader.encoder.max_positions}")
     run = start_run(cfg, store, run_dir)
     encoder = encoder or KnowledgeAugEncoder.build(cfg.reader.encoder, run.tokenizer.vocab_size, run.tokenizer.pad_id)
+    use_attention(encoder, cfg.reader.encoder.attention)  # also for an encoder loaded from an earlier stage
     encoder.to(run.device).train()
     opt = make_optimizer(encoder.parameters(), lr)
     modules = {"encoder": encoder}

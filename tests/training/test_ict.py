@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import torch
 
@@ -55,3 +57,12 @@ def test_ict_checkpoints_mid_run_and_resumes_exactly(tiny_corpus, tmp_path):
     part = train_ict(cfg, store, tmp_path / "part", progress=False)
     for (n, a), (_, b) in zip(full.state_dict().items(), part.state_dict().items()):
         assert torch.equal(a, b), n
+
+
+def test_ict_bf16_autocast_trains_and_logs(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg = load_config("tiny", ["ict.steps=3", "ict.bf16=true", "retriever.encoder.attention=eager"])
+    retriever = train_ict(cfg, store, tmp_path / "ict", progress=False)
+    rows = read_metrics(tmp_path / "ict" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(math.isfinite(r["loss/ict"]) for r in rows)
+    assert retriever.query.bert.config._attn_implementation == "eager"

@@ -114,3 +114,19 @@ def test_reading_rows_in_pretraining_are_logged(tiny_corpus, data, tmp_path):
     assert all("reading/loss" in r for r in rows[1:])
     assert [r["step"] for r in rows if "probe/cf_advantage" in r] == [0, 2, 4]
     assert calls == [False, False, False]  # evaluated in eval mode
+
+
+def test_rows_step_with_a_batch_built_ahead_is_the_same_step(tiny_corpus, data):
+    from realm.models.inputs import Specials
+    from realm.training.checkpoint import step_generator
+    from realm.training.reading import rows_batch, rows_step
+
+    store, _ = tiny_corpus
+    cfg = load_config("tiny")
+    torch.manual_seed(0)
+    enc = KnowledgeAugEncoder.build(cfg.reader.encoder, store.tokenizer.vocab_size, store.tokenizer.pad_id)
+    sp, q_len = Specials.of(store.tokenizer), cfg.retriever.query_len
+    rows = data.rows(step_generator(0, 3), 8, 0.25, 0.7)
+    loss_a, stats_a, tok_a = rows_step(enc, rows, sp, q_len, "cpu", False)
+    loss_b, stats_b, tok_b = rows_step(enc, rows, sp, q_len, "cpu", False, batch=rows_batch(rows, sp, q_len))
+    assert torch.equal(loss_a, loss_b) and stats_a == stats_b and tok_a == tok_b
