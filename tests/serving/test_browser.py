@@ -23,6 +23,8 @@ if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} not found: install Debian's chromium package (apt-get install chromium) to run the "
                 f"browser test", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright Python package is not installed")
+# waits use locator assertions: a string predicate (wait_for_function) is evaluated with eval(), which the
+# page's Content-Security-Policy blocks whenever the first check fails and Playwright polls
 
 
 
@@ -95,14 +97,14 @@ def _ask(page, question, k=None):
     with page.expect_response(lambda r: r.url.endswith("/ask")) as resp:
         page.click("#ask")
     page.wait_for_selector("#result:not([hidden])")
-    page.wait_for_function("!document.getElementById('ask').disabled")
+    sync_api.expect(page.locator("#ask")).to_be_enabled()
     return resp.value
 
 
 def test_ask_in_the_browser(server, page, tmp_path):
     page.goto(server.url + "/")
     assert page.title() == "realm: ask"
-    page.wait_for_function("document.getElementById('index-info').textContent.includes('index v1')")
+    sync_api.expect(page.locator("#index-info")).to_contain_text("index v1")
     assert "25 documents" in page.text_content("#index-info")
 
     response = _ask(page, "Where was the founder born?", k=4)
@@ -143,7 +145,7 @@ def test_untrusted_text_is_not_html(server, page):
 
 def test_errors_are_shown(server, page):
     page.goto(server.url + "/")
-    page.wait_for_function("document.getElementById('index-info').textContent.includes('index v1')")
+    sync_api.expect(page.locator("#index-info")).to_contain_text("index v1")
     page.fill("#question", "x" * 10)
     page.fill("#k", "999")
     page.evaluate("document.getElementById('k').removeAttribute('max')")  # let the bad value reach the server
@@ -153,7 +155,7 @@ def test_errors_are_shown(server, page):
     page.fill("#question", "   ")
     page.fill("#k", "")
     page.click("#ask")
-    page.wait_for_function("document.getElementById('status').textContent.includes('Type a question')")
+    sync_api.expect(page.locator("#status")).to_contain_text("Type a question")
 
 
 API_PATHS = ("/ask", "/health", "/stats", "/admin/reload")
