@@ -12,8 +12,8 @@ Per corpus size N (blocks of 128 dims):
   and so is building each search backend (``realm.retrieval.build_backend``).
 * **search**: 64 queries, top-8, median of the timed rounds after a warm-up; recall@8 against the float64
   oracle (``bench.search.oracle``) for ``exact``, ``exact-int8``, ``faiss-hnsw``, ``faiss-ivfpq``.
-  A backend whose build is predicted (power law through the smaller sizes' measured builds) to exceed
-  ``--build-budget`` seconds is skipped at that size; its build time is given as an extrapolation.
+  A backend whose build is predicted (the largest measured size's build rate, x N log N) to exceed
+  ``--build-budget`` seconds is skipped at that size; its build time is given as that extrapolation.
 * **REALM step vs k**: the step of ``bench.bench_train`` (demo preset shapes, exact index) at top-k 2, 4, 8, 16,
   interleaved round by round; FLOPs counted per BERT pass.
 * **DDP**: ``torchrun --nproc-per-node {1,2} -m realm reading --preset demo``, global tokens/s read from
@@ -55,6 +55,17 @@ def fit_power(ns, ys) -> tuple[float, float]:
     """Least-squares fit of ``log y = log c + b log N``; returns ``(c, b)``."""
     b, logc = np.polyfit(np.log(np.asarray(ns, float)), np.log(np.asarray(ys, float)), 1)
     return float(math.exp(logc)), float(b)
+
+
+def extrapolated_build(points: list[dict], name: str, n: int) -> float | None:
+    """Build seconds of backend ``name`` at ``n`` blocks from the largest measured size's build rate, scaled
+    by N log N (graph and tree insertion; linear work times a log factor): ``t_m (n/N_m) (ln n / ln N_m)``."""
+    measured = [(p["n"], p["backends"][name]["build_s"]) for p in points
+                if p["backends"].get(name, {}).get("measured")]
+    if not measured:
+        return None
+    nm, tm = max(measured)
+    return tm * (n / nm) * (math.log(n) / math.log(nm))
 
 
 def recall_at_k(ids: np.ndarray, ref: np.ndarray) -> float:
@@ -145,26 +156,21 @@ def index_sizes(sizes: list[int], dim: int, queries: int, k: int, runs: int, bud
                 shutil.rmtree(Path(tmp) / dtype)
         _, ref = oracle(q, emb, k)
         for name in BACKENDS:
-            prior = [(p["n"], p["backends"][name]["build_s"]) for p in points
-                     if p["backends"].get(name, {}).get("measured")]
-            if len(prior) >= 2:
-                c, b = fit_power(*zip(*prior))
-                predicted = c * n ** b
-            elif prior:
-                predicted = prior[-1][1] * n / prior[-1][0]
-            else:
-                predicted = 0.0
+            predicted = extrapolated_build(points, name, n) or 0.0
             if predicted > budget:
                 row["backends"][name] = {"measured": False, "build_s": predicted}
                 print(f"  N={n:,} {name}: skipped, build predicted {predicted:.0f} s > {budget:.0f} s", flush=True)
                 continue
-            t = time.perf_counter()
+            t, cpu = time.perf_counter(), time.process_time()
             index = build_backend(emb, name)
-            build_s = time.perf_counter() - t
+            build_s, build_cpu_s = time.perf_counter() - t, time.process_time() - cpu
             found = index.search(q, k)[1]
-            times = rounds({name: lambda: index.search(q, k)}, runs)[name]
-            row["backends"][name] = {"measured": True, "build_s": build_s, "ram_bytes": held_bytes(index),
-                                     "search_ms": statistics.median(times) * 1e3, "search_ms_min": min(times) * 1e3,
+            cpu = time.process_time()
+            times = rounds({name: lambda index=index: index.search(q, k)}, runs)[name]
+            search_cpu = (time.process_time() - cpu) / (runs + 1)  # CPU seconds per call, the warm-up included
+            row["backends"][name] = {"measured": True, "build_s": build_s, "build_cpu_s": build_cpu_s,
+                                     "ram_bytes": held_bytes(index), "search_ms": statistics.median(times) * 1e3,
+                                     "search_ms_min": min(times) * 1e3, "search_cpu_ms": search_cpu * 1e3,
                                      "recall": recall_at_k(np.asarray(found), ref)}
             print(f"  N={n:,} {name}: {row['backends'][name]}", flush=True)
             del index
@@ -334,15 +340,16 @@ def report(res: Result, a, embed: dict, points: list[dict], steps: list[dict], d
         rows.append([f"{n:,}", p["write_float32_s"], p["write_bfloat16_s"], p["disk_float32_bytes"] / n,
                      p["disk_bfloat16_bytes"] / n, n / embed["bf16_blocks_s"], p["load"]])
     rows = res.table(f"Search backends: {a.queries} queries, top-{a.k}, d={a.dim}, structured vectors",
-                     ["N", "backend", "build (s)", "RAM (bytes/block)", "ms (median)", "ms (min)", f"recall@{a.k}"])
+                     ["N", "backend", "build (s)", "build (CPU s)", "RAM (bytes/block)", "ms (median)", "ms (min)",
+                      "CPU ms/search", f"recall@{a.k}"])
     for p in points:
         for name, b in p["backends"].items():
             if b["measured"]:
-                rows.append([f"{p['n']:,}", name, b["build_s"], b["ram_bytes"] / p["n"], b["search_ms"],
-                             b["search_ms_min"], f"{b['recall']:.4f}"])
+                rows.append([f"{p['n']:,}", name, b["build_s"], b.get("build_cpu_s", "-"), b["ram_bytes"] / p["n"],
+                             b["search_ms"], b["search_ms_min"], b.get("search_cpu_ms", "-"), f"{b['recall']:.4f}"])
             else:
-                rows.append([f"{p['n']:,}", name, f"~{b['build_s']:.0f} (extrapolated, not built)", "-", "-", "-",
-                             "-"])
+                rows.append([f"{p['n']:,}", name, f"~{extrapolated_build(points, name, p['n']):,.0f} (extrapolated, "
+                             "not built)", "-", "-", "-", "-", "-", "-"])
     rows = res.table(f"REALM step vs k (demo preset shapes, batch {steps[0]['batch_size']}, "
                      f"{'bf16' if a.bf16 else 'fp32'}, exact index)",
                      ["k", "s/step", "retrieval (ms)", "tokens/step", "GFLOPs/step", "TFLOP/s",
@@ -379,8 +386,11 @@ def report(res: Result, a, embed: dict, points: list[dict], steps: list[dict], d
                                                                        ("build", "s")))
         if srch is None:
             continue
-        cpu = (f"RAM {_fmt_bytes(ram['at_paper'])}, build {bld['at_paper']:,.0f} s, " if bld else
-               f"RAM {_fmt_bytes(ram['at_paper'])}, build ~0 s, ") + f"search {srch['at_paper']:,.0f} ms"
+        big_fit = bld is not None and int(bld["sizes"].split("-")[0].replace(",", "")) >= FIT_FROM
+        build = bld["at_paper"] if big_fit else extrapolated_build(points, name, n) if name != "exact" else 0.0
+        how = "power law" if big_fit else "N log N from the largest measured size" if name != "exact" else "none"
+        cpu = (f"RAM {_fmt_bytes(ram['at_paper'])}, build {build:,.0f} s ({how}), "
+               f"search {srch['at_paper']:,.0f} ms")
         gpu = "-"
         if name == "exact":
             byts, flops = 2 * n * d, 2 * a.queries * n * d
@@ -398,15 +408,16 @@ def report(res: Result, a, embed: dict, points: list[dict], steps: list[dict], d
     res.note("Embedding is measured on the real blocks of a built-in world and scaled linearly (a fixed cost "
              "per block of block_len tokens); index writes, backend builds and searches are measured at every "
              "size on synthetic structured vectors (rank-32 latent + noise, bench.search.make_data).")
-    res.note(f"Builds predicted to take over {a.build_budget:.0f} s were skipped: their build time is the power "
-             "law through the smaller sizes' measured builds (marked extrapolated). HNSW: M=32, efConstruction "
+    res.note(f"Builds predicted to take over {a.build_budget:.0f} s were skipped: their build time is extrapolated "
+             "from the largest measured size's build rate, x N log N (marked extrapolated); the 13.3M build "
+             "figures use the same rule unless two sizes >= 100k were measured (then the fitted power law). HNSW: M=32, efConstruction "
              "128, efSearch 256; IVF-PQ: realm.retrieval.backends.ivfpq_params (re-ranked with the fp32 vectors).")
     res.note("RAM bytes: the arrays and tensors each backend holds (+ the FAISS index serialized), the fp32 "
              "matrix included where the backend keeps it (exact, exact-int8, IVF-PQ re-ranking).")
     res.note(f"Plot: [bench/results/scale.png](results/scale.png). Total wall time {res.data['seconds']:.0f} s.")
 
 
-def run(argv: list[str], quick: bool) -> Result:
+def _parser(quick: bool) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench scale")
     p.add_argument("--sizes", type=int, nargs="+",
                    default=[10_000, 100_000] if quick else [10_000, 100_000, 1_000_000, 5_000_000])
@@ -422,7 +433,11 @@ def run(argv: list[str], quick: bool) -> Result:
     p.add_argument("--ddp-steps", type=int, default=15 if quick else 30)
     p.add_argument("--ddp-launches", type=int, default=1 if quick else 2)
     p.add_argument("--no-ddp", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def run(argv: list[str], quick: bool) -> Result:
+    a = _parser(quick).parse_args(argv)
     t0 = time.time()
     res = Result("scale", f"Cost curve: index build, search, REALM step vs k, DDP (N up to {max(a.sizes):,})",
                  quick, argv)
@@ -436,25 +451,42 @@ def run(argv: list[str], quick: bool) -> Result:
         steps = realm_steps(root, a.ks, a.realm_steps, a.bf16)
         print(f"  {steps}", flush=True)
         ddp = [] if a.no_ddp else ddp_scaling(root, [1, 2], a.ddp_steps, a.ddp_launches, skip=5)
-    res.data.update(seconds=time.time() - t0, embed=embed, points=points, realm_steps=steps, ddp=ddp,
-                    gpu_assumption=GPU, fits=fits(points))
-    report(res, a, embed, points, steps, ddp)
-    m = res.data["machine"]
-    plot({"points": points, "embed": embed, "machine": f"{m['cpu']}, {m['cores']} cores",
-          "load": f"{res.data['load_start']} -> {load()}"}, RESULTS / "scale.png")
+    res.data.update(seconds=time.time() - t0, embed=embed, points=points, realm_steps=steps, ddp=ddp)
+    return _render(res, a, load())
+
+
+def _render(res: Result, a, load_end: str) -> Result:
+    """Tables, notes and plot from the raw measurements in ``res.data``."""
+    d = res.data
+    d.update(tables=[], notes=[], gpu_assumption=GPU, fits=fits(d["points"]))
+    report(res, a, d["embed"], d["points"], d["realm_steps"], d["ddp"])
+    m = d["machine"]
+    plot({"points": d["points"], "embed": d["embed"], "machine": f"{m['cpu']}, {m['cores']} cores",
+          "load": f"{d['load_start']} -> {load_end}"}, RESULTS / "scale.png")
     return res
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``--render``: rebuild the tables, notes and plot of results/scale.json from its raw measurements
+    (after a change to the report; nothing is measured again), then RESULTS.md."""
     p = argparse.ArgumentParser(prog="python -m bench.scale")
-    p.add_argument("--plot", action="store_true", help="redraw results/scale.png from results/scale.json")
-    a, rest = p.parse_known_args(argv)
-    if not a.plot:
-        p.error("run the benchmark with `python -m bench scale`; this entry point only redraws the plot (--plot)")
-    d = json.loads((RESULTS / "scale.json").read_text())
-    m = d["machine"]
-    print(plot({"points": d["points"], "embed": d["embed"], "machine": f"{m['cpu']}, {m['cores']} cores",
-                "load": f"{d['load_start']} -> {d.get('load_end', '?')}"}, RESULTS / "scale.png"))
+    p.add_argument("--render", action="store_true", help="re-render results/scale.json's tables and the plot")
+    a = p.parse_args(argv)
+    if not a.render:
+        p.error("run the benchmark with `python -m bench scale`; this entry point only re-renders (--render)")
+    from bench.__main__ import BENCHMARKS
+    from bench.report import write_markdown
+
+    res = Result.__new__(Result)
+    res.data = json.loads((RESULTS / "scale.json").read_text())
+    command = res.data["command"].split()
+    argv_run = command[command.index("--") + 1:] if "--" in command else []
+    load_end = res.data["load_end"]
+    _render(res, _parser("--quick" in command).parse_args(argv_run), load_end)
+    path = RESULTS / "scale.json"  # written as measured: Result.save would stamp today's load as load_end
+    path.with_suffix(".json.tmp").write_text(json.dumps(res.data, indent=1) + "\n")
+    os.replace(path.with_suffix(".json.tmp"), path)
+    print(path, write_markdown(list(BENCHMARKS)))
     return 0
 
 
