@@ -135,7 +135,8 @@ def embed_rate(data_root: Path, entities: int, runs: int) -> dict:
     return out
 
 
-def index_sizes(sizes: list[int], dim: int, queries: int, k: int, runs: int, budget: float) -> list[dict]:
+def index_sizes(sizes: list[int], dim: int, queries: int, k: int, runs: int, budget: float,
+                backends=BACKENDS) -> list[dict]:
     """Per N: index-version write time and disk bytes (fp32, bf16); per backend: build s, RAM bytes,
     search ms (median), recall@k vs the oracle; skipped builds get a power-law estimate."""
     from bench.search import make_data, oracle
@@ -154,8 +155,8 @@ def index_sizes(sizes: list[int], dim: int, queries: int, k: int, runs: int, bud
                 row[f"write_{dtype}_s"] = time.perf_counter() - t
                 row[f"disk_{dtype}_bytes"] = folder_bytes(path)
                 shutil.rmtree(Path(tmp) / dtype)
-        _, ref = oracle(q, emb, k)
-        for name in BACKENDS:
+        ref = oracle(q, emb, k)[1] if backends else None
+        for name in backends:
             predicted = extrapolated_build(points, name, n) or 0.0
             if predicted > budget:
                 row["backends"][name] = {"measured": False, "build_s": predicted}
@@ -389,8 +390,10 @@ def report(res: Result, a, embed: dict, points: list[dict], steps: list[dict], d
         big_fit = bld is not None and int(bld["sizes"].split("-")[0].replace(",", "")) >= FIT_FROM
         build = bld["at_paper"] if big_fit else extrapolated_build(points, name, n) if name != "exact" else 0.0
         how = "power law" if big_fit else "N log N from the largest measured size" if name != "exact" else "none"
-        cpu = (f"RAM {_fmt_bytes(ram['at_paper'])}, build {build:,.0f} s ({how}), "
-               f"search {srch['at_paper']:,.0f} ms")
+        n_m, b_m = max((p["n"], p["backends"][name]) for p in points
+                       if p["backends"].get(name, {}).get("measured"))
+        cpu = (f"RAM {_fmt_bytes(ram['at_paper'])}, build {build:,.0f} s ({how}), search "
+               f"{b_m['search_ms'] * n / n_m:,.0f} ms (linear from N={n_m:,}; power law {srch['at_paper']:,.0f} ms)")
         gpu = "-"
         if name == "exact":
             byts, flops = 2 * n * d, 2 * a.queries * n * d
@@ -433,6 +436,8 @@ def _parser(quick: bool) -> argparse.ArgumentParser:
     p.add_argument("--ddp-steps", type=int, default=15 if quick else 30)
     p.add_argument("--ddp-launches", type=int, default=1 if quick else 2)
     p.add_argument("--no-ddp", action="store_true")
+    p.add_argument("--backends", nargs="*", choices=BACKENDS, default=list(BACKENDS),
+                   help="search backends to build and time (none: index versions only)")
     return p
 
 
@@ -446,7 +451,7 @@ def run(argv: list[str], quick: bool) -> Result:
         print("embedding rate", flush=True)
         embed = embed_rate(root, a.embed_entities, a.runs)
         print(f"  {embed}", flush=True)
-        points = index_sizes(a.sizes, a.dim, a.queries, a.k, a.runs, a.build_budget)
+        points = index_sizes(a.sizes, a.dim, a.queries, a.k, a.runs, a.build_budget, a.backends)
         print("REALM step vs k", flush=True)
         steps = realm_steps(root, a.ks, a.realm_steps, a.bf16)
         print(f"  {steps}", flush=True)
@@ -460,6 +465,8 @@ def _render(res: Result, a, load_end: str) -> Result:
     d = res.data
     d.update(tables=[], notes=[], gpu_assumption=GPU, fits=fits(d["points"]))
     report(res, a, d["embed"], d["points"], d["realm_steps"], d["ddp"])
+    for text in d.get("provenance", []):  # where merged measurements came from (set by hand, kept)
+        res.note(text)
     m = d["machine"]
     plot({"points": d["points"], "embed": d["embed"], "machine": f"{m['cpu']}, {m['cores']} cores",
           "load": f"{d['load_start']} -> {load_end}"}, RESULTS / "scale.png")
