@@ -301,7 +301,7 @@ def plot(data: dict, path: Path) -> Path:
             ax.plot(grid, grid / rate, "-", color="k", lw=1,
                     label=f"embed blocks, demo encoder bf16 ({rate:,.0f} blocks/s measured, x N)")
             for name in BACKENDS:
-                ext = [(p["n"], p["backends"][name]["build_s"]) for p in data["points"]
+                ext = [(p["n"], extrapolated_build(data["points"], name, p["n"])) for p in data["points"]
                        if name in p["backends"] and not p["backends"][name]["measured"]]
                 if ext:
                     ax.plot(*zip(*ext), "x", color="k", ms=8, label=f"build {name}: extrapolated")
@@ -309,8 +309,8 @@ def plot(data: dict, path: Path) -> Path:
         ax.set(xscale="log", yscale="log", xlabel="blocks (N), 128 dims", title=title)
         ax.grid(True, which="major", alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"realm cost curve ({data['machine']}; load {data['load']}); dotted line: 13.3M blocks; "
-                 "dashed: fitted power laws", fontsize=9)
+    fig.suptitle(f"realm cost curve ({data['machine']}, shared; load {data['load']}); dotted line: 13.3M blocks; "
+                 "dashed: fitted power laws; wall times: see the load and CPU-share notes in RESULTS.md", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
