@@ -127,6 +127,8 @@ def write_markdown(order: list[str]) -> Path:
              + ", ".join(f"[{p.name}]({p.name})" for p in sorted(BENCH.glob("RESULTS-*.md"))) + ".", ""]
     for path in files:
         d = json.loads(path.read_text())
+        if "tables" not in d:  # a script's own data file (e.g. train-data.json), not a Result
+            continue
         m = d["machine"]
         v = ", ".join(f"{k} {x}" for k, x in m["versions"].items())
         lines += [f"## {d['title']} (`{d['name']}`)", "",

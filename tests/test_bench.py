@@ -52,3 +52,36 @@ def test_cli_lists_and_rejects_unknown(capsys):
     assert "search" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["nope"])
+
+
+def test_scale_power_law_fit_and_recall():
+    from bench.scale import fit_power, fits, recall_at_k
+
+    ns = [1e4, 1e5, 1e6]
+    c, b = fit_power(ns, [3.0 * n ** 1.5 for n in ns])
+    assert c == pytest.approx(3.0) and b == pytest.approx(1.5)
+    ids, ref = np.array([[1, 2, 3, 4], [5, 6, 7, 8]]), np.array([[4, 3, 9, 1], [0, 10, 11, 12]])
+    assert recall_at_k(ids, ref) == pytest.approx((3 / 4 + 0) / 2)
+    # fits: sizes >= 100k when two of them exist (the 10k point, off the line, is left out)
+    pts = [{"n": n, "write_float32_s": t, "write_bfloat16_s": t, "disk_float32_bytes": 512 * n,
+            "disk_bfloat16_bytes": 256 * n, "backends": {"exact": {"measured": True, "build_s": 1e-5,
+                                                                    "search_ms": t, "ram_bytes": 512 * n}}}
+           for n, t in ((10_000, 50.0), (100_000, 1.0), (1_000_000, 10.0))]
+    f = fits(pts)
+    assert f["search exact (ms)"]["b"] == pytest.approx(1.0) and f["search exact (ms)"]["sizes"] == "100,000-1,000,000"
+    assert f["disk bfloat16 (bytes)"]["at_paper"] == pytest.approx(256 * 13_300_000)
+    assert "build exact (s)" not in f  # wrapping an array: nothing to fit
+
+
+def test_scale_held_bytes_counts_shared_storage_once():
+    import torch
+
+    from bench.scale import held_bytes
+
+    class Holder:
+        pass
+
+    h = Holder()
+    a = np.zeros((100, 8), np.float32)
+    h.arr, h.same, h.tensor, h.codes, h.other = a, torch.from_numpy(a), torch.from_numpy(a), np.zeros(10, np.int8), 3
+    assert held_bytes(h) == a.nbytes + 10
