@@ -29,12 +29,12 @@ OVERRIDES = {"pretrain.steps": STEPS, "pretrain.refresh_every": 4, "pretrain.che
 def _train(corpus: str, run: str, mode: str) -> None:
     import torch
 
-    import realm.training.plots
+    import realm.training.pretrain
     from realm.config import load_config
     from realm.data.blocks import BlockStore
     from realm.training.pretrain import pretrain
 
-    realm.training.plots.plot_metrics = lambda *a, **k: None  # the curves are not what is tested (saves ~5 s)
+    realm.training.pretrain.plot_curves = lambda *a, **k: None  # the curves are not what is tested (saves ~5 s)
     torch.set_num_threads(1)
     cfg = load_config("tiny", [f"{k}={v}" for k, v in (OVERRIDES | {"pretrain.refresh_mode": mode}).items()])
     pretrain(cfg, BlockStore(corpus), run, progress=False)
