@@ -22,6 +22,7 @@ BENCHMARKS = {
     "cli": ("bench.bench_cli", "CLI start-up and `realm ask` cold start (needs --run)", False),
     "block-records": ("bench.bench_block_records", "loading an object-array block_records.npy", False),
     "scale": ("bench.scale", "cost curve: index build, search vs N (to 5M), REALM step vs k, DDP 1 vs 2", False),
+    "refresh": ("bench.refresh", "index refresh during REALM pretraining: builder blocks/s, training slowdown", False),
     "train": ("bench.bench_train", "training steps of every stage: tokens/s, FLOP/s, phase shares, fp32 vs bf16", False),
 }
 

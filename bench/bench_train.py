@@ -146,9 +146,9 @@ class Stage:
         torch.manual_seed(0)
         tok, cfg = self.store.tokenizer, self.cfg
         self.encoder = self.retriever = None
-        if name in ("reading", "mlm", "realm"):
+        if name in ("reading", "mlm", "realm", "realm_frozen"):
             self.encoder = KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id).train()
-        if name in ("ict", "realm", "finetune"):
+        if name in ("ict", "realm", "realm_frozen", "finetune"):
             self.retriever = Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id).train()
         self.params = unique_parameters(*[m for m in (self.encoder, self.retriever) if m is not None])
         self.opt = make_optimizer(self.params, 5e-4) if name != "finetune" else None
@@ -182,8 +182,18 @@ class Stage:
 
         self._setup_mlm()
         self._setup_reading()
-        emb = embed_blocks(self.retriever.doc, self.store, bf16=True, progress=False)
+        emb = self.block_emb = embed_blocks(self.retriever.doc, self.store, bf16=True, progress=False)
         self.follower = SimpleNamespace(index=_TimedSearch(ExactIndex(emb), self.clock))
+
+    def _setup_realm_frozen(self):
+        """REALM with the document tower frozen (``pretrain.train_doc_encoder: false``): the step reads the
+        candidates' embeddings from the index instead of re-encoding them."""
+        from types import SimpleNamespace
+
+        self.retriever.untie()
+        self.retriever.doc.requires_grad_(False)
+        self._setup_realm()
+        self.follower = SimpleNamespace(index=self.follower.index, embeddings=self.block_emb)
 
     def _setup_finetune(self):
         from realm.data.qa import read_qa
@@ -287,6 +297,9 @@ class Stage:
                               self.cfg.retriever.query_len, "cpu", bf16, swaps=swaps)[0]
         return loss
 
+    def _realm_frozen(self, rng, bf16, clock):
+        return self._realm(rng, bf16, clock)
+
     def _realm_plain(self, rng, bf16, clock):
         """Plain masked LM over the (sentence, block) rows a REALM step reads: the same sentences and retrieved
         blocks (+ the null block), the encoder alone. The search that picks the blocks is not timed."""
@@ -385,7 +398,7 @@ def worker(data_root: Path) -> None:
         out = []
         for i in range(cmd["first"], cmd["first"] + cmd["steps"]):
             res = st.step(i, cmd["bf16"], kind=cmd["stage"], attention=cmd.get("attention", "sdpa"))
-            out.append(_fix_realm_forward(res) if cmd["stage"] == "realm" else res)
+            out.append(_fix_realm_forward(res) if cmd["stage"] in ("realm", "realm_frozen") else res)
         print(json.dumps(out), flush=True)
 
 
@@ -455,8 +468,9 @@ def _cmd(v: dict) -> dict:
     return {"attention": "sdpa", **{k: v[k] for k in ("stage", "shape", "bf16", "threads", "attention") if k in v}}
 
 
-def run(quick: bool) -> dict:
-    """Measure; returns {"machine": ..., "stages": [...], "threads": [...], "before_after": [...]}."""
+def run(quick: bool, overhead_only: bool = False) -> dict:
+    """Measure; returns {"machine": ..., "stages": [...], "threads": [...], "attention": [...],
+    "realm_overhead": {...}} (only "machine" and "realm_overhead" with ``overhead_only``)."""
     t_start = time.time()
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
@@ -466,6 +480,11 @@ def run(quick: bool) -> dict:
         try:
             steps, rounds = (2, 2) if quick else (3, 3)
             shapes = ("demo",) if quick else SHAPES
+            if overhead_only:
+                overhead = measure([{"env": "passive", "stage": s, "shape": "demo", "bf16": False, "threads": 1}
+                                    for s in ("realm", "realm_plain", "realm_frozen")], workers, 5, 3)
+                return {"machine": _machine(load_before), "seconds": round(time.time() - t_start, 1),
+                        "quick": quick, "overhead_only": True, "realm_overhead": _overhead(overhead)}
             stage_rows = measure([{"env": "passive", "stage": s, "shape": sh, "bf16": b, "threads": 1}
                                   for s in STAGES for sh in shapes for b in (False, True)], workers, steps, rounds)
             # thread settings and the OpenMP wait policy, on the demo's shared-encoder stage as the demo runs it
@@ -480,7 +499,7 @@ def run(quick: bool) -> dict:
                    for sh in shapes if sh != "tiny" for b in (False, True)], workers, steps, rounds)
             # REALM overhead: a REALM step vs plain reading steps over the same number of (sentence, block) rows
             overhead = measure([{"env": "passive", "stage": s, "shape": "demo", "bf16": False, "threads": 1}
-                                for s in ("realm", "realm_plain")], workers, steps, rounds)
+                                for s in ("realm", "realm_plain", "realm_frozen")], workers, steps, rounds)
         finally:
             for w in workers.values():
                 w.close()
@@ -491,9 +510,11 @@ def run(quick: bool) -> dict:
 
 def _overhead(rows: list[dict]) -> dict:
     """REALM step time / a plain MLM step over as many (sentence, block) rows (``realm_plain``)."""
-    realm, plain = rows
+    realm, plain, frozen = rows
     return {"realm_step_s": realm["step_s"], "plain_step_s": plain["step_s"],
             "ratio": round(realm["step_s"] / plain["step_s"], 3),
+            "frozen_doc_step_s": frozen["step_s"], "frozen_doc_ratio": round(frozen["step_s"] / plain["step_s"], 3),
+            "frozen_doc_share": frozen["share"],
             "realm_tokens_per_step": realm["tokens_per_step"], "plain_tokens_per_step": plain["tokens_per_step"],
             "realm_share": realm["share"], "plain_share": plain["share"]}
 
@@ -514,17 +535,22 @@ def markdown(res: dict) -> str:
     lines = [f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), torch {m['torch']}, load average "
              f"{m['loadavg_start'][0]} at the start and {m['loadavg_end'][0]} at the end (a shared machine: "
              f"compare ratios within a table, not absolute figures across runs). Command: "
-             f"`python -m bench.bench_train{' --quick' if res['quick'] else ''}` ({res['seconds']} s).", "",
+             f"`python -m bench.bench_train{' --quick' if res['quick'] else ''}"
+             f"{' --overhead-only' if res.get('overhead_only') else ''}` ({res['seconds']} s).", "",
              "### Every stage (OMP_WAIT_POLICY=PASSIVE, 1 intra-op thread)", "",
              "Shares are each phase's median time over the median step time (they need not sum to 100%); "
              "`other` is what no timer covers (for fine-tuning: its inline batch building and answer matching).", "",
              "| stage | shape | precision | s/step | tokens/step | tokens/s | TFLOP/s | prep | retrieval | forward "
              "| backward | optimizer | other |", "|" + "---|" * 13]
-    for r in res["stages"]:
+    if res.get("overhead_only"):
+        lines = lines[:1]
+    for r in res.get("stages", []):
         sh = r["share"]
         lines.append(f"| {r['stage']} | {r['shape']} | {'bf16' if r['bf16'] else 'fp32'} | {r['step_s']:.3f} | "
                      f"{r['tokens_per_step']:.0f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.4f} | "
                      + " | ".join(pct(sh[p]) for p in (*PHASES, "other")) + " |")
+    if res.get("overhead_only"):
+        return "\n".join(lines + _overhead_lines(res["realm_overhead"])) + "\n"
     lines += ["", "### Threads and the OpenMP wait policy (reading warm start, demo preset)", "",
               "| OMP_WAIT_POLICY | threads | precision | s/step | tokens/s | TFLOP/s | vs before |", "|" + "---|" * 7]
     before = {r["bf16"]: r for r in res["threads"] if r["env"] == "active" and r["threads"] == 2}
@@ -542,25 +568,33 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['stage']} | {r['shape']} | {'bf16' if r['bf16'] else 'fp32'} | "
                      f"{r.get('attention', '-') if r['stage'] != 'matmul' else '-'} | {r['step_s']:.4f} | "
                      f"{r['tokens_per_s']:,.0f} | {r['tflops']:.4f} | {base['step_s'] / r['step_s']:.2f}x |")
-    o = res["realm_overhead"]
-    lines += ["", "### Overhead of retrieval (demo preset, fp32)", "",
+    return "\n".join(lines + _overhead_lines(res["realm_overhead"])) + "\n"
+
+
+def _overhead_lines(o: dict) -> list[str]:
+    return ["", "### Overhead of retrieval (demo preset, fp32)", "",
               f"A REALM step ({o['realm_tokens_per_step']:.0f} tokens over the query, block and reader passes) takes "
               f"{o['realm_step_s']:.3f} s; plain masked LM over the same (sentence, block) reader rows "
               f"({o['plain_tokens_per_step']:.0f} tokens) takes {o['plain_step_s']:.3f} s: ratio **{o['ratio']:.2f}** "
-              f"(target <= 1.25)."]
-    return "\n".join(lines) + "\n"
+              f"(target <= 1.25). With the document tower frozen (`pretrain.train_doc_encoder: false`: the "
+              f"candidates' embeddings come from the index, no document pass), a REALM step takes "
+              f"{o['frozen_doc_step_s']:.3f} s: ratio **{o['frozen_doc_ratio']:.2f}**."]
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="demo shape only, fewer steps")
+    p.add_argument("--overhead-only", action="store_true",
+                   help="only REALM's retrieval overhead (REALM step vs plain MLM over the same rows)")
     p.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, default=ROOT / "results" / "train.md",
                    help="the markdown tables; the measurements go beside it as NAME-data.json")
     a = p.parse_args(argv)
     if a.worker:
         return worker(a.worker)
-    res = run(a.quick)
+    res = run(a.quick, a.overhead_only)
+    if a.overhead_only and a.out == ROOT / "results" / "train.md":
+        a.out = ROOT / "results" / "train-overhead.md"
     a.out.parent.mkdir(parents=True, exist_ok=True)
     a.out.with_name(a.out.stem + "-data.json").write_text(json.dumps(res, indent=2))
     print(markdown(res))

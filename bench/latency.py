@@ -62,15 +62,18 @@ def summary(lat: list[float], wall: float, n_questions: int) -> list:
 
 
 @contextmanager
-def http_server(run_dir: Path, mode: str):
-    """``realm serve``'s app under uvicorn in a subprocess (its own GIL), "before" or "after" code."""
+def http_server(run_dir: Path, mode: str, code: Path | None = None):
+    """``realm serve``'s app under uvicorn in a subprocess (its own GIL), "before" or "after" code; ``code``:
+    another checkout of the project to run instead of this one."""
+    import os
     import subprocess
     import sys
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
+    root = code or Path(__file__).resolve().parents[1]
     proc = subprocess.Popen([sys.executable, "-m", "bench.latency", str(run_dir), str(port), mode],
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
     try:
         for _ in range(600):
             try:
@@ -114,6 +117,9 @@ def run(argv: list[str], quick: bool) -> Result:
                    "present, else an untrained tiny run built in a temp folder)")
     p.add_argument("--questions", type=int, default=40 if quick else 100, help="batch-1 questions per round")
     p.add_argument("--rounds", type=int, default=3 if quick else 5)
+    p.add_argument("--before", metavar="REV", default=None,
+                   help="HTTP rows: 'before' is the server of git revision REV (checked out to a temp folder) "
+                        "instead of this code with the mode-switch shortcut undone")
     a = p.parse_args(argv)
     import torch
 
@@ -139,7 +145,11 @@ def run(argv: list[str], quick: bool) -> Result:
                         cases.setdefault((mode, "in-process, batch 1"), []).append(timed_each(ans.ask, b1, 1))
                         cases.setdefault((mode, "in-process, batch 32"), []).append(
                             timed_each(ans.ask_many, b32, 32))
-        with http_server(run_dir, "before") as port_before, http_server(run_dir, "after") as port_after:
+        before_code = _checkout(a.before, Path(tmp) / "before") if a.before else None
+        if before_code:
+            res.note(f"HTTP rows: 'before' is the server of revision {a.before} (`--before`), 'after' this code.")
+        with http_server(run_dir, "after" if before_code else "before", before_code) as port_before, \
+                http_server(run_dir, "after") as port_after:
             ports = {"before": port_before, "after": port_after}
             for port in ports.values():
                 http_client(port, b1[:5], [])  # warm-up
@@ -173,6 +183,20 @@ def run(argv: list[str], quick: bool) -> Result:
     res.note("each figure is the median over rounds of that round's questions/s, p50 and p99; the ratio is "
              "the median of per-round p50 ratios.")
     return res
+
+
+def _checkout(rev: str, where: Path) -> Path:
+    """The project at git revision ``rev``, exported to ``where`` (no worktree left behind)."""
+    import subprocess
+    import tarfile
+    root = Path(__file__).resolve().parents[1]
+    archive = subprocess.run(["git", "-C", str(root), "archive", "--format=tar", rev], check=True,
+                             capture_output=True).stdout
+    where.mkdir(parents=True)
+    import io
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(where, filter="data")
+    return where
 
 
 if __name__ == "__main__":  # the HTTP server subprocess: RUN PORT MODE

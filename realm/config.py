@@ -146,6 +146,7 @@ class PretrainConfig:
     bf16: bool = False
     reading_rows: int = 0  # counterfactual reading rows added to each batch (keeps the encoder reading)
     counterfactual: float = 0.0  # share of rows whose span is swapped in every retrieved block and the target
+    answerable_only: bool = False  # counterfactual rows no candidate can answer (none holds the span) add no loss
     probe_every: int = 0  # steps between reading-probe / dev-recall measurements (0 = off)
 
 

@@ -44,6 +44,7 @@ from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever
 from realm.retrieval import BM25Retrieval, DenseRetrieval
 from realm.serving.qa_run import export_qa_run
+from realm.serving.update_check import knowledge_update_check
 from realm.training.closed_book import finetune_closed_book
 from realm.training.encoder_mlm import mlm_pretrain
 from realm.training.finetune import finetune
@@ -363,12 +364,23 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
         export_qa_run(out / "model", *servable, store, top_k=cfg.reader.top_k, source=str(out / "stages" / "realm"),
                       bf16=cfg.index.bf16, device=cfg.device, backend=cfg.index.backend)
 
+    # ---- knowledge update: on the built-in world, edit facts of the servable model's corpus, re-index, ask
+    update = None
+    world_dir = Path(corpus).parent
+    if servable is not None and (world_dir / "world.json").exists():
+        t0 = time.time()
+        update = knowledge_update_check(out / "model", world_dir, out / "stages" / "knowledge_update", edits=20)
+        update = {**{k: v for k, v in update.items() if k != "examples"}, "seconds": round(time.time() - t0, 1)}
+        log.info("knowledge update: %d of %d edited facts answered with the new value", update["new_value_answered"],
+                 update["edits"])
+
     # ---- report
     retrieval = run.retrieval_table()
     report = {"config": str(out / "config.yaml"), "corpus": store.manifest, "retrieval_dev": retrieval,
               "questions": {k: len(v) for k, v in qa.items()},
               "stage_seconds": {"corpus": corpus_s, **stages.timings},
-              "total_seconds": round(time.time() - t_start, 1), "systems": [r.__dict__ for r in results]}
+              "total_seconds": round(time.time() - t_start, 1), "systems": [r.__dict__ for r in results],
+              "knowledge_update": update}
     write_report(report, results, retrieval, out)
     return report
 
@@ -376,7 +388,13 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
 def write_report(report: dict, results: list[SystemResult], retrieval: list[dict], out: Path) -> None:
     (out / "results.json").write_text(json.dumps(report, indent=2))
     table, retrieval_md = results_table(results), format_table(retrieval)
-    (out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n")
+    update = report.get("knowledge_update")
+    update_md = "" if not update else (
+        f"\nKnowledge update (`realm index update-check`): {update['edits']} {update['relation']} facts the model "
+        f"answered right were edited in the corpus and re-indexed, without retraining: "
+        f"{update['new_value_answered']} answered with the new value, {update['old_value_answered']} with the old.\n")
+    (out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n"
+                                    f"{update_md}")
     plot_bars([r.system for r in results],
               {"test EM": [100 * (r.test_em or 0) for r in results], "dev EM": [100 * (r.dev_em or 0) for r in results],
                "zero-shot R@5 (dev)": [None if r.zero_shot_recall5 is None else 100 * r.zero_shot_recall5

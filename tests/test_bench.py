@@ -85,3 +85,21 @@ def test_scale_held_bytes_counts_shared_storage_once():
     a = np.zeros((100, 8), np.float32)
     h.arr, h.same, h.tensor, h.codes, h.other = a, torch.from_numpy(a), torch.from_numpy(a), np.zeros(10, np.int8), 3
     assert held_bytes(h) == a.nbytes + 10
+
+
+def test_refresh_step_classification_against_brute_force():
+    """A step is 'during' a build when >= half of it overlaps builds, 'outside' when it overlaps none."""
+    from bench.refresh import build_intervals, split_steps
+
+    log = ("[index-builder pid 7] built v0002 from snapshot step 10 in 2.00 s (from 100.000 to 102.000)\n"
+           "noise\n[index-builder pid 7] built v0003 from snapshot step 20 in 1.50 s (from 105.000 to 106.500)\n")
+    builds = build_intervals(log)
+    assert builds == [(100.0, 102.0), (105.0, 106.5)]
+    rows = [{"step": 1, "time": 99.0, "perf/step_s": 1.0},   # [98, 99]: outside
+            {"step": 2, "time": 100.4, "perf/step_s": 1.0},  # [99.4, 100.4]: 0.4 inside: neither
+            {"step": 3, "time": 101.5, "perf/step_s": 1.0},  # inside
+            {"step": 4, "time": 105.6, "perf/step_s": 1.0},  # [104.6, 105.6]: 0.6 inside
+            {"step": 5, "time": 108.0, "perf/step_s": 1.0},  # outside
+            {"step": 6, "time": 108.5}]                       # no timing: skipped
+    during, outside = split_steps(rows, builds)
+    assert during == [1.0, 1.0] and outside == [1.0, 1.0]

@@ -94,6 +94,17 @@ def test_the_files_agree_with_each_other(run):
         answers = answerer.ask_many([q["question"] for q in test])
     assert [a["answer"] for a in answers] == [p["prediction"] for p in preds]
     assert all(a["evidence"] for a in answers)
+    # the knowledge-update check ran on a copy of the servable model, which keeps its index version
+    update = report["knowledge_update"]
+    assert update["relation"] == "birthplace" and update["edits"] == min(20, update["right_before"])
+    assert update["new_value_answered"] + update["old_value_answered"] <= update["edits"]
+    assert answerers_version(out / "model") == 1
+    assert f"{update['new_value_answered']} answered with the new value" in table
+
+
+def answerers_version(run_dir):
+    with Answerer(run_dir) as answerer:
+        return answerer.index_version
 
 
 @pytest.mark.slow

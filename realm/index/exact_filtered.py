@@ -20,9 +20,11 @@ running top-k; ``L`` rises as the running k-th score rises. Blocks failing it ca
 in the answer. Each re-scored block also checks ``|q.e - sq*se*D| <= err_q``; if that
 ever fails (a broken int8 kernel) the search is redone by the float64 chunk path.
 
-Threads: the int8 products use torch's thread setting; the selection passes run on one thread.
-Per chunk only group maxima (``group`` consecutive blocks) are compared with the
-threshold; groups that pass are opened. A chunk with too many candidates (e.g. all
+Threads: the int8 products and group maxima use torch's thread setting; the small selection
+passes run on one thread. Each chunk's products are computed ``tile`` blocks at a time into
+one buffer and reduced to group maxima (``group`` consecutive blocks) while still in cache;
+only group maxima are compared with the threshold, and groups that pass are opened.
+Candidates are re-scored in batches, which raise the threshold as they merge. A chunk with too many candidates (e.g. all
 blocks equal) is scored in float64 directly. The first threshold comes from a strided
 sample of blocks.
 """
@@ -76,17 +78,23 @@ class FilteredExactIndex:
     """Exact MIPS over ``embeddings`` [N, d] (float, bf16 bits, or torch); see module doc.
 
     Memory: the float32 matrix (kept as given, memmaps stay on disk) plus an int8 copy
-    (N*d bytes). ``chunk_size`` blocks are scored per int8 product; ``group`` blocks share
-    one maximum in the threshold test; ``sample`` blocks (strided) give the first threshold.
+    (N*d bytes). ``chunk_size`` blocks are filtered per pass, ``tile`` blocks per int8 product;
+    ``group`` blocks share one maximum in the threshold test; ``sample`` blocks (strided) give
+    the first threshold; candidates are re-scored every ``merge_every`` of them.
     """
 
     def __init__(self, embeddings, chunk_size: int = 32768, group: int = 32,
-                 sample: int = 32768):
+                 sample: int = 32768, tile: int = 8192,
+                 merge_every: int | None = None):
         if embeddings.ndim != 2:
             raise ValueError(f"embeddings must be [N, d], got shape {tuple(embeddings.shape)}")
-        if chunk_size < 1 or group < 1 or sample < 1:
-            raise ValueError("chunk_size, group and sample must be >= 1")
+        if chunk_size < 1 or group < 1 or sample < 1 or tile < 1:
+            raise ValueError("chunk_size, group, sample and tile must be >= 1")
         self.chunk_size = max(group, chunk_size // group * group)
+        self.tile = min(self.chunk_size, max(group, tile // group * group))
+        if merge_every is not None and merge_every < 1:
+            raise ValueError("merge_every must be >= 1")
+        self.merge_every = merge_every  # candidates between merges; None: max(4096, 8*k*Q)
         self.group = int(group)
         self._emb = _to_float32(embeddings)
         self.num_blocks, self.dim = map(int, self._emb.shape)
@@ -202,43 +210,83 @@ class FilteredExactIndex:
         s0[np.isin(ids0 * nq + np.arange(nq)[:, None], ex_keys)] = -np.inf
         low = np.sort(s0, 1)[:, ::-1][:, k - 1].astype(np.float64) if kk >= k \
             else np.full(nq, -np.inf)
-        thr = thresholds(low)
 
+        found = self._scan(q64, qt, k, ex_keys, low, thresholds, unit, err)
+        if found is None:  # an int8 product broke the error bound
+            self.fallbacks += 1
+            return self._search_float64(q64, k, ex_keys)
+        return found
+
+    def _scan(self, q64, qt, k, ex_keys, low, thresholds, unit, err):
+        """Top-k over all blocks, or None if the int8 kernel broke the error bound; ``low``
+        (a lower bound on each query's k-th best score) and ``thresholds`` start the filter.
+
+        Candidates are collected chunk by chunk and re-scored in batches (``merge``): each
+        merge raises the thresholds, and fewer merges mean fewer small numpy calls."""
+        nq = q64.shape[0]
+        thr = thresholds(low)
         run_s = np.full((nq, k), -np.inf, np.float32)
         run_i = np.full((nq, k), -1, np.int64)
-        g, cap = self.group, max(4096, self.chunk_size * nq // 16)
-        for start in range(0, self.num_blocks, self.chunk_size):
-            end = min(start + self.chunk_size, self.num_blocks)
-            c = end - start
-            d = torch._int_mm(self._codes[start:end], qt)  # [c, Q] int32, exact
-            if c % g:
-                d = torch.cat([d, torch.full((g - c % g, nq), _INT32_MIN, dtype=d.dtype)])
-            d = d.view(-1, g, nq)
-            with _one_thread():
-                hit = (d.amax(1) >= thr).nonzero()  # [m, 2]: (group, query)
-            if hit.shape[0] == 0:
-                continue
-            if hit.shape[0] * g > cap:  # degenerate data (e.g. many equal scores)
-                s, ids = self._float64_chunk(q64, start, end, ex_keys, nq)
-            else:
-                grp, qq = hit[:, 0], hit[:, 1]
-                with _one_thread():
-                    vals = d[grp, :, qq]  # [m, g]
-                    mi, gi = (vals >= thr[qq][:, None]).nonzero().unbind(1)
-                qs = qq[mi].numpy()
-                blocks = (start + grp[mi] * g + gi).numpy()
-                dv = vals[mi, gi].numpy().astype(np.float64)
-                keep = (blocks < end) & np.isin(blocks * nq + qs, ex_keys, invert=True)
-                qs, blocks, dv = qs[keep], blocks[keep], dv[keep]
-                exact = self._exact(q64, qs, blocks)
-                if np.any(np.abs(exact - unit[qs] * dv) > err[qs]):  # the bound assumed an exact int8 kernel
-                    self.fallbacks += 1
-                    return self._search_float64(q64, k, ex_keys)
-                s, ids = _pad_by_query(qs, blocks, exact.astype(np.float32), nq)
+        g, cap, tile = self.group, max(4096, self.chunk_size * nq // 16), self.tile
+        pending, n_pending = [], 0
+        flush_at = self.merge_every or max(4096, 8 * k * nq)
+
+        def merge() -> bool:
+            """Re-score the pending candidates exactly, merge them into the running top-k and
+            raise the thresholds; False if the int8 kernel broke the error bound."""
+            nonlocal pending, n_pending, run_s, run_i, low, thr
+            if not pending:
+                return True
+            qs, blocks, dv = (torch.cat(t).numpy() for t in zip(*pending))
+            pending, n_pending = [], 0
+            keep = (blocks < self.num_blocks) & np.isin(blocks * nq + qs, ex_keys, invert=True)
+            qs, blocks, dv = qs[keep], blocks[keep], dv[keep].astype(np.float64)
+            exact = self._exact(q64, qs, blocks)
+            if np.any(np.abs(exact - unit[qs] * dv) > err[qs]):  # the bound assumed an exact int8 kernel
+                return False
+            s, ids = _pad_by_query(qs, blocks, exact.astype(np.float32), nq)
             run_s, run_i = topk_sorted(np.concatenate([run_s, s], 1),
                                        np.concatenate([run_i, ids], 1), k)
             low = np.maximum(low, run_s[:, k - 1].astype(np.float64))
             thr = thresholds(low)
+            return True
+
+        buf = torch.empty((self.chunk_size, nq), dtype=torch.int32)  # int8 products of a chunk
+        gmax = torch.empty((self.chunk_size // g, nq), dtype=torch.int32)  # their group maxima
+        for start in range(0, self.num_blocks, self.chunk_size):
+            end = min(start + self.chunk_size, self.num_blocks)
+            c = end - start
+            ng = -(-c // g)
+            if c % g:  # the last group of the index is short: pad it with the smallest int
+                buf[c:ng * g] = _INT32_MIN
+            # products tile by tile, each reduced to group maxima while it is still in cache
+            for a in range(0, c, tile):
+                b = min(a + tile, c)
+                torch._int_mm(self._codes[start + a:start + b], qt, out=buf[a:b])
+                torch.amax(buf[a:-(-b // g) * g].view(-1, g, nq), 1, out=gmax[a // g:-(-b // g)])
+            d = buf[:ng * g].view(ng, g, nq)
+            hit = (gmax[:ng] >= thr).nonzero()  # [m, 2]: (group, query)
+            if hit.shape[0] == 0:
+                continue
+            if hit.shape[0] * g > cap:  # degenerate data (e.g. many equal scores)
+                if not merge():
+                    return None
+                s, ids = self._float64_chunk(q64, start, end, ex_keys, nq)
+                run_s, run_i = topk_sorted(np.concatenate([run_s, s], 1),
+                                           np.concatenate([run_i, ids], 1), k)
+                low = np.maximum(low, run_s[:, k - 1].astype(np.float64))
+                thr = thresholds(low)
+                continue
+            grp, qq = hit[:, 0], hit[:, 1]
+            with _one_thread():
+                vals = d[grp, :, qq]  # [m, g]
+                mi, gi = (vals >= thr[qq][:, None]).nonzero().unbind(1)
+                pending.append((qq[mi], start + grp[mi] * g + gi, vals[mi, gi]))
+            n_pending += len(mi)
+            if n_pending > flush_at and not merge():
+                return None
+        if not merge():
+            return None
         return run_s, run_i
 
 

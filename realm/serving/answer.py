@@ -211,6 +211,20 @@ class Answerer:
     def ask_many(self, questions: list[str], k: int | None = None, timeout: float | None = None) -> list[dict]:
         """Answer ``questions`` (in order). They are queued together, so the worker reads them in forward
         passes of up to ``max_batch`` questions. Thread-safe; ``timeout`` applies to each answer."""
+        futures = self.submit_many(questions, k)
+        outs = []
+        try:
+            for fut in futures:
+                outs.append(fut.result(timeout))
+        except TimeoutError:  # the worker counts what it failed itself
+            with self._stats_lock:
+                self._failed += sum(f.cancel() for f in futures[len(outs):])
+            raise
+        return outs
+
+    def submit_many(self, questions: list[str], k: int | None = None) -> list[Future]:
+        """Queue ``questions`` (checked here) and return at once: one future per question, whose result is
+        :meth:`ask`'s record. For callers that must not block a thread (the HTTP service awaits them)."""
         for question in questions:
             if not isinstance(question, str):
                 raise TypeError(f"question must be a string, got {type(question).__name__}")
@@ -221,31 +235,17 @@ class Answerer:
             raise RuntimeError("this Answerer is closed")
         t0 = time.perf_counter()
         futures = [Future() for _ in questions]
-        requests = [(q.strip(), k, fut) for q, fut in zip(questions, futures)]
+        requests = [(q.strip(), k, fut, t0) for q, fut in zip(questions, futures)]
         for start in range(0, len(requests), self.max_batch):  # one queue entry = one forward pass at most
             self._queue.put(requests[start:start + self.max_batch])
-        outs, latencies = [], []
-        try:
-            for fut in futures:
-                outs.append(fut.result(timeout))
-                latencies.append(time.perf_counter() - t0)
-        except BaseException:
-            with self._stats_lock:
-                self._failed += len(futures) - len(outs)
-            raise
-        for out, dt in zip(outs, latencies):
-            out["latency_ms"] = round(dt * 1000, 3)
-        with self._stats_lock:
-            self._served += len(outs)
-            self._latencies.extend(latencies)
-        return outs
+        return futures
 
     def _work(self) -> None:
         while True:
             item = self._queue.get()
             if item is None:
                 return
-            batch = list(item)  # queue entries are lists of (question, k, future)
+            batch = list(item)  # queue entries are lists of (question, k, future, time queued)
             stop = False
             while len(batch) < self.max_batch:  # everything already waiting, without waiting for more
                 try:
@@ -268,16 +268,30 @@ class Answerer:
                 return
 
     def _answer(self, served: Served, items: list, k: int) -> None:
-        """One forward pass for ``items`` ((question, k, future) triples); results or the error go to the futures."""
+        """One forward pass for ``items`` ((question, k, future, time queued)); results or the error go to the
+        futures, each record with its latency (queued to answered) and counted in the stats."""
         try:
-            recs = self._predict(served, [q for q, _, _ in items], k)
-            for (_, _, fut), rec in zip(items, recs):
-                fut.set_result(answer_record(rec, served.corpus, k))
+            recs = [answer_record(rec, served.corpus, k)
+                    for rec in self._predict(served, [it[0] for it in items], k)]
+            if len(recs) != len(items):  # never leave a caller waiting on a future nobody will set
+                raise RuntimeError(f"the reader returned {len(recs)} answers for {len(items)} questions")
         except BaseException as e:  # noqa: BLE001 - handed to the waiting callers
             log.exception("answering %d question(s) failed", len(items))
-            for _, _, fut in items:
-                if not fut.done():
-                    fut.set_exception(e)
+            with self._stats_lock:
+                self._failed += len(items)
+            for it in items:
+                if not it[2].done():
+                    it[2].set_exception(e)
+            return
+        now = time.perf_counter()
+        latencies = [now - it[3] for it in items]
+        for rec, dt in zip(recs, latencies):
+            rec["latency_ms"] = round(dt * 1000, 3)
+        with self._stats_lock:
+            self._served += len(recs)
+            self._latencies.extend(latencies)
+        for it, rec in zip(items, recs):
+            it[2].set_result(rec)
 
     def _predict(self, served: Served, questions: list[str], k: int) -> list[dict]:
         from realm.evaluation.qa import predict

@@ -332,9 +332,11 @@ def create_app(run_dir: str | Path | None = None, *, answerer: Answerer | None =
         return _error(500, f"internal error ({type(exc).__name__}); see the server log")
 
     @app.post("/ask", response_model=Answer, responses=ERRORS, summary="Answer a question")
-    def ask(req: AskRequest) -> dict:  # type: ignore[valid-type]
+    async def ask(req: AskRequest) -> dict:  # type: ignore[valid-type]
         """Retrieve the top-k blocks, read them, return the best answer span and the evidence."""
-        return answerer.ask(req.question, req.k if req.k is not None else default_k)
+        # awaited on the event loop: the answerer's worker thread reads; no thread waits for it
+        future = answerer.submit_many([req.question], req.k if req.k is not None else default_k)[0]
+        return await asyncio.wrap_future(future)
 
     @app.get("/health", response_model=Health, summary="Liveness and the served index version",
              responses={503: {"model": Health, "description": "degraded: the newest index could not be loaded"}})
@@ -367,16 +369,30 @@ def create_app(run_dir: str | Path | None = None, *, answerer: Answerer | None =
         return FileResponse(STATIC / "index.html", media_type="text/html", headers=PAGE_HEADERS)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):
-        response = await call_next(request)
-        if request.url.path.startswith("/static/"):
-            for k, v in PAGE_HEADERS.items():
-                response.headers.setdefault(k, v)
-        return response
-
+    app.add_middleware(StaticHeaders)
     return app
+
+
+class StaticHeaders:
+    """Adds the page's security headers to ``/static/`` responses (a plain ASGI middleware: other paths pass
+    straight through, without the per-request task and stream of Starlette's ``BaseHTTPMiddleware``)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith("/static/"):
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                have = {k.lower() for k, _ in message.get("headers", [])}
+                extra = [(k.lower().encode(), v.encode()) for k, v in PAGE_HEADERS.items()
+                         if k.lower().encode() not in have]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        return await self.app(scope, receive, send_with_headers)
 
 
 def _version() -> str:

@@ -158,8 +158,41 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_serve)
 
 
+def cmd_index_update_check(args) -> int:
+    import json
+    import tempfile
+
+    from realm.serving.update_check import knowledge_update_check
+
+    _threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        report = knowledge_update_check(args.run_dir, args.world, Path(tmp), edits=args.edits,
+                                        relation=args.relation, seed=args.seed)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for r in report["examples"]:
+        mark = "new" if r["new_answered"] else ("OLD" if r["old_answered"] else "other")
+        print(f"[{mark:5}] {r['question']}  {r['old']} -> {r['new']}: {r['answer']!r}")
+    print(f"{report['new_value_answered']} of {report['edits']} edited facts answered with the new value "
+          f"({report['old_value_answered']} with the old one); {report['right_before']} of {report['questions']} "
+          f"{report['relation']} questions were right before the edit")
+    return 0
+
+
 def register_index_update(index_subparsers) -> None:
-    """Add ``update`` to the ``realm index`` subparser group."""
+    """Add ``update`` and ``update-check`` to the ``realm index`` subparser group."""
+    c = index_subparsers.add_parser(
+        "update-check", help="measure knowledge updates: edit facts of a built-in world, re-index, ask again",
+        description="On a copy of RUN_DIR: edit facts the run answers right, publish the edited corpus as a new "
+                    "index version (no retraining), and count the questions answered with the new value.")
+    c.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    c.add_argument("--world", required=True, type=Path, help="the built-in world folder the run was trained on")
+    c.add_argument("--edits", type=_positive, default=20, help="facts to edit (default: %(default)s)")
+    c.add_argument("--relation", default="birthplace", help="which relation to edit (default: %(default)s)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", type=Path, help="write the report (JSON) here")
+    _common(c)
+    c.set_defaults(func=cmd_index_update_check)
     p = index_subparsers.add_parser("update", help="publish a new corpus version for a run (no retraining)",
                                     description="Pack the documents with the run's tokenizer and block shape, embed "
                                                 "them with the run's document encoder, publish a new index version.")

@@ -53,12 +53,15 @@ log = logging.getLogger(__name__)
 
 def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: KnowledgeAugEncoder, index: IndexFollower,
                store: BlockStore, sp: Specials, top_k: int, query_len: int, device, bf16: bool = False,
-               swaps: list | None = None):
+               swaps: list | None = None, answerable_only: bool = False):
     """One forward pass of REALM on a batch; returns (loss, stats, candidate ids [B, k-1], tokens).
 
     ``swaps[b]`` (token ids of the masked span's length, or None) makes row ``b`` counterfactual: the span
     is replaced by it in every retrieved block the encoder reads, and it is the target. The model's memory
     of the corpus then cannot predict it; only a retrieved block that mentions the span can.
+    ``answerable_only``: a counterfactual row none of whose candidates mentions the span cannot be predicted
+    by any block; its tokens are left out of the loss (the loss stays a sum over kept tokens divided by
+    all masked tokens, so batches and ranks weigh alike).
     """
     B, K = len(queries), top_k
     q_ids = [q.input_ids for q in queries]
@@ -66,12 +69,20 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     with autocast(device, bf16):
         q_emb = retriever.embed_queries(q_in).float()  # [B, d]
     _, ids = index.index.search(q_emb.detach(), K - 1, exclude=[[q.block] for q in queries])  # [B, K-1]
-    flat = ids.reshape(-1).tolist()
-    d_in = {k: v.to(device) for k, v in store_block_inputs(store, flat + [-1], sp).items()}  # last row: null block
-    with autocast(device, bf16):
-        d_emb = retriever.embed_blocks(d_in).float()
-    cand = d_emb[:-1].view(B, K - 1, -1)
-    null = d_emb[-1]
+    stored = getattr(index, "embeddings", None)  # None in a job: each rank holds only its shard
+    if stored is not None and not any(p.requires_grad for p in retriever.doc.parameters()):
+        # a frozen document tower: the index holds exactly its embeddings (as stored), no re-encoding
+        null = _null_embedding(retriever, store, sp, device, bf16)
+        cand = torch.from_numpy(stored[np.maximum(ids, 0)]).to(device).view(B, K - 1, -1)
+        d_tokens = 0
+    else:
+        flat = ids.reshape(-1).tolist()
+        d_in = {k: v.to(device) for k, v in store_block_inputs(store, flat + [-1], sp).items()}  # last: null block
+        with autocast(device, bf16):
+            d_emb = retriever.embed_blocks(d_in).float()
+        cand = d_emb[:-1].view(B, K - 1, -1)
+        null = d_emb[-1]
+        d_tokens = int(d_in["attention_mask"].sum())
     logits = torch.cat([relevance(q_emb, cand), relevance(q_emb, null[None])], dim=1)  # [B, K]
     missing = torch.from_numpy(np.concatenate([ids < 0, np.zeros((B, 1), bool)], axis=1)).to(device)
     logits = logits.masked_fill(missing, -1e4)  # a corpus smaller than k: padded candidates get ~zero probability
@@ -88,6 +99,13 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     positions, targets, token_mask = masked_targets(queries, [q.targets if w is None else w
                                                               for q, w in zip(queries, swaps)])
     positions, targets, token_mask = positions.to(device), targets.to(device), token_mask.to(device)
+    # does the encoder read? (the retriever learns only from blocks that change p(y|z,x))
+    evidence = torch.tensor([[i >= 0 and contains_span(store.body_ids(int(i)), q.targets) for i in ids[b]] + [False]
+                             for b, q in enumerate(queries)], device=device)
+    all_tokens = token_mask.sum()
+    if answerable_only:
+        unanswerable = torch.tensor([w is not None for w in swaps], device=device) & ~evidence.any(-1)
+        token_mask = token_mask & ~unanswerable[:, None]
     with autocast(device, bf16):
         tlp, mlm_logits = encoder.target_log_probs(pair_in, positions.repeat_interleave(K, 0), targets.repeat_interleave(K, 0))
     tlp = tlp.view(B, K, -1)
@@ -95,14 +113,27 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
         marginal = marginal_token_log_probs(logits.detach(), mlm_logits.detach().float().view(B, K, tlp.shape[-1], -1))
         correct = marginal.argmax(-1) == targets
     loss, stats = marginal_mlm_loss(logits, tlp, token_mask, null_index=K - 1, marginal_pred_correct=correct)
-    # does the encoder read? (the retriever learns only from blocks that change p(y|z,x))
-    evidence = torch.tensor([[i >= 0 and contains_span(store.body_ids(int(i)), q.targets) for i in ids[b]] + [False]
-                             for b, q in enumerate(queries)], device=device)
+    if answerable_only:
+        loss = loss * token_mask.sum() / all_tokens.clamp(min=1)
+        stats["answerable_rows"] = (~unanswerable).float().mean()
     real = torch.cat([~missing[:, :-1], torch.zeros(B, 1, dtype=torch.bool, device=device)], dim=1)
     stats["evidence_advantage"], stats["evidence_compared"] = evidence_advantage(tlp, token_mask, evidence, real)
     stats["evidence_rate"] = evidence.any(-1).float().mean()
-    tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum() + pair_in["attention_mask"].sum())
+    tokens = int(q_in["attention_mask"].sum() + pair_in["attention_mask"].sum()) + d_tokens
     return loss, stats, ids, tokens
+
+
+def _null_embedding(retriever: Retriever, store: BlockStore, sp: Specials, device, bf16: bool) -> torch.Tensor:
+    """The frozen document tower's embedding of the null block, computed once per state of its weights (the
+    key is every parameter's in-place version counter: loading new weights changes it)."""
+    key = (tuple(p._version for p in retriever.doc.parameters()), str(device), bf16)
+    cached = getattr(retriever.doc, "_null_cache", None)
+    if cached is None or cached[0] != key:
+        with torch.no_grad(), autocast(device, bf16):
+            null = retriever.embed_blocks({k: v.to(device) for k, v in
+                                           store_block_inputs(store, [-1], sp).items()}).float()[0]
+        retriever.doc._null_cache = cached = (key, null)
+    return cached[1]
 
 
 def _wait_for_fresher_index(follower: IndexFollower | ShardedFollower, builder: IndexBuilderProcess | None, step: int,
@@ -129,7 +160,7 @@ def _step_loss(queries: list[MaskedQuery], swaps, rows, retriever: Retriever, en
     n_rows = sum(len(r.query.positions) for r in rows) if rows else 0
     all_query, all_rows = global_counts(n_query, n_rows)
     loss, stats, _, tokens = realm_step(queries, retriever, encoder, index, store, sp, pc.top_k, query_len, device,
-                                        pc.bf16, swaps=swaps)
+                                        pc.bf16, swaps=swaps, answerable_only=pc.answerable_only)
     loss = loss * mean_scale(n_query, all_query)
     read_stats: dict = {}
     if rows:
@@ -187,9 +218,11 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     if pc.max_staleness and pc.max_staleness < interval:
         raise ValueError(f"pretrain.max_staleness ({pc.max_staleness}) must be >= the refresh interval ({interval})")
     # the builder starts first: its imports overlap with tagging the corpus and the initial index
+    # a frozen document tower never makes the index stale: no refreshes, no builder
+    refresh = pc.train_doc_encoder
+    asynchronous = pc.refresh_mode == "async" and refresh
     builder = IndexBuilderProcess(run_dir, store.folder, ic.batch_size, ic.bf16, ic.keep_versions) \
-        if pc.refresh_mode == "async" and dist.is_main() else None
-    asynchronous = pc.refresh_mode == "async"
+        if asynchronous and dist.is_main() else None
     try:
         pool = MaskedSentencePool(store, pc.masking, pc.tagger, max_tokens=cfg.retriever.query_len - 2,
                                   progress=progress)
@@ -268,14 +301,15 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                 "retrieval/entropy": stats["retrieval_entropy"].item(),
                 "retrieval/evidence_rate": stats["evidence_rate"].item(),
                 "retrieval/evidence_advantage": stats["evidence_advantage"].item() if stats["evidence_compared"] else None,
-                "index/version": follower.version, "index/staleness": follower.staleness(step),
+                "retrieval/answerable_rows": stats["answerable_rows"].item() if "answerable_rows" in stats else None,
+                "index/version": follower.version, "index/staleness": follower.staleness(step) if refresh else 0,
                 "index/swapped": int(swapped), "lr": lr, "grad_norm": float(grad_norm), "perf/step_s": dt,
                 "perf/tokens_per_s": tokens / dt, "perf/tflops": flops_tok * tokens / dt / 1e12, **read_stats},
                 sums=("perf/tokens_per_s", "perf/tflops"))
                 | (measure() if dist.is_main() and pc.probe_every and (done % pc.probe_every == 0 or done == pc.steps)
                    else {}))
             logger.advance()
-            if done % interval == 0 and done < pc.steps:
+            if refresh and done % interval == 0 and done < pc.steps:
                 if not asynchronous:
                     build_sharded_index(retriever.doc, store, index_root, encoder=f"step {done}", encoder_step=done,
                                         batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device,
@@ -294,9 +328,10 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     if dist.is_main():
         retriever.save(run_dir / "retriever")
         encoder.save(run_dir / "encoder")
-    build_sharded_index(retriever.doc, store, index_root, encoder=str(run_dir / "retriever"), encoder_step=pc.steps,
-                        batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions, device=device,
-                        progress=progress)
+    if refresh:  # else the index in use is already that of the final document tower
+        build_sharded_index(retriever.doc, store, index_root, encoder=str(run_dir / "retriever"),
+                            encoder_step=pc.steps, batch_size=ic.batch_size, bf16=ic.bf16, keep=ic.keep_versions,
+                            device=device, progress=progress)
     if not dist.is_main():
         return retriever, encoder
     plot_curves(run_dir, ["loss/mlm", "retrieval/utility", "retrieval/entropy", "retrieval/evidence_advantage",

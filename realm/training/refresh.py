@@ -145,8 +145,11 @@ def builder_loop(run_dir: Path, corpus: Path, batch_size: int, bf16: bool, keep:
         if snap is not None and snap[0] > built:
             step, path = snap
             try:
+                t0 = time.time()
                 out = build_from_snapshot(path, step, corpus, index_root, batch_size, bf16, keep)
-                print(f"[index-builder pid {os.getpid()}] built {out.name} from snapshot step {step}", flush=True)
+                t1 = time.time()
+                print(f"[index-builder pid {os.getpid()}] built {out.name} from snapshot step {step} "
+                      f"in {t1 - t0:.2f} s (from {t0:.3f} to {t1:.3f})", flush=True)
                 built = step
             except FileNotFoundError:  # the snapshot was pruned while we read it: take the next one
                 continue

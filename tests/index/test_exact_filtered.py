@@ -30,7 +30,8 @@ def problems(draw):
     ex_ids = st.lists(st.integers(-3, n + 3), max_size=n + 2)
     exclude = draw(st.none() | st.lists(ex_ids, min_size=q, max_size=q))
     geometry = dict(chunk_size=draw(st.integers(1, 128)), group=draw(st.integers(1, 16)),
-                    sample=draw(st.integers(1, 64)))
+                    sample=draw(st.integers(1, 64)), tile=draw(st.integers(1, 64)),
+                    merge_every=draw(st.none() | st.integers(1, 64)))
     return n, d, q, k, seed, kind, exclude, geometry
 
 
@@ -136,7 +137,14 @@ def test_broken_int8_kernel_is_caught_and_search_redone_in_float64(monkeypatch):
     queries = rng.standard_normal((3, 8)).astype(np.float32)
     index = FilteredExactIndex(emb, chunk_size=64, sample=300)
     real = torch._int_mm
-    monkeypatch.setattr(torch, "_int_mm", lambda a, b: real(a, b) + 1000)
+
+    def broken(a, b, out=None):
+        if out is None:
+            return real(a, b) + 1000
+        real(a, b, out=out)
+        return out.add_(1000)
+
+    monkeypatch.setattr(torch, "_int_mm", broken)
     s, i = index.search(queries, 4)
     assert index.fallbacks == 1
     s_ref, i_ref = brute_force_search(queries, emb, 4)

@@ -165,6 +165,41 @@ def test_stats(run):
         assert s["default_k"] == 3 and s["max_k"] == 5
 
 
+def test_submitted_questions_resolve_to_the_same_records_and_failures_are_counted(run, monkeypatch):
+    """submit_many (what the HTTP service awaits) returns at once; its futures give ask's records. A failed
+    forward pass reaches every caller in it and is counted; a timeout is counted for what never ran."""
+    with Answerer(run, max_k=5) as a:
+        futures = a.submit_many(QUESTIONS[:3], 2)
+        outs = [f.result(60) for f in futures]
+        for q, out in zip(QUESTIONS[:3], outs):
+            alone = a.ask(q, 2)
+            assert out["answer"] == alone["answer"] and out["latency_ms"] > 0
+        assert a.stats()["requests_served"] == 6
+        with pytest.raises(ValueError, match="empty"):
+            a.submit_many(["ok", "  "])
+
+        def broken(*args, **kwargs):
+            raise RuntimeError("reader exploded")
+
+        monkeypatch.setattr(a, "_predict", broken)
+        with pytest.raises(RuntimeError, match="exploded"):
+            a.ask_many(["one", "two"])
+        assert a.stats()["requests_failed"] == 2
+
+        release = threading.Event()
+        monkeypatch.setattr(a, "_predict", lambda *args, **kw: [] if release.wait(30) else [])
+        blocker = a.submit_many(["blocks the worker"])[0]
+        deadline = time.monotonic() + 30
+        while not blocker.running() and time.monotonic() < deadline:  # the worker holds it: the next one waits
+            time.sleep(0.01)
+        with pytest.raises(TimeoutError):
+            a.ask("waits too long", timeout=0.2)
+        assert a.stats()["requests_failed"] == 3  # cancelled before the worker took it
+        release.set()
+        blocker.exception(30)
+    assert a.stats()["requests_served"] == 6
+
+
 def test_reload_swaps_index_atomically_under_load(tmp_path):
     run = build_run(tmp_path / "r")
     with Answerer(run, max_k=6) as a:

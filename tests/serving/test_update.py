@@ -263,3 +263,28 @@ def test_served_answerer_sees_update_through_watch(run, tmp_path):
         while a.index_version != 2 and time.time() < deadline:
             time.sleep(0.02)
         assert a.index_version == 2 and a.stats()["docs"] == 4
+
+
+@pytest.mark.slow
+def test_update_check_measures_edits_on_a_copy(reading_run, tmp_path):
+    """`realm index update-check`: edits only facts answered right before, on a copy of the run (the run keeps
+    its index version), and its counts are those of its per-question rows."""
+    from realm.cli import main
+    from realm.serving.update_check import knowledge_update_check
+
+    run, world, _ = reading_run
+    version = current_version(run)
+    write_world(world, tmp_path / "world")
+    report = knowledge_update_check(run, tmp_path / "world", tmp_path / "work", edits=3)
+    assert current_version(run) == version
+    assert 1 <= report["edits"] <= min(3, report["right_before"]) and report["right_before"] <= report["questions"]
+    assert report["index_version_after"] == report["index_version_before"] + 1
+    rows = report["examples"]
+    assert report["new_value_answered"] == sum(r["new_answered"] for r in rows)
+    assert report["old_value_answered"] == sum(r["old_answered"] for r in rows)
+    assert all(r["old"] != r["new"] and not (r["new_answered"] and r["old_answered"]) for r in rows)
+    assert report["new_value_answered"] >= 1
+    out = tmp_path / "report.json"
+    assert main(["index", "update-check", str(run), "--world", str(tmp_path / "world"), "--edits", "2",
+                 "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["edits"] == min(2, report["right_before"])

@@ -183,3 +183,95 @@ def test_counterfactual_rows_swap_the_span_in_every_block_read(tiny_corpus, tmp_
                         i += 1
                 orig = out
             assert body == orig
+
+
+def test_frozen_document_tower_uses_the_index_embeddings(tiny_corpus, tmp_path):
+    """With the document tower frozen, a REALM step reads the candidates' embeddings from the index instead of
+    re-encoding them: same loss and same query-tower gradient as re-encoding (fp32 index), no document pass."""
+    from types import SimpleNamespace
+
+    store, _ = tiny_corpus
+    cfg = load_config("tiny")
+    retriever, encoder = _models(cfg, store)
+    retriever.untie()
+    retriever.doc.requires_grad_(False)
+    build_index(retriever.doc, store, tmp_path / "index", encoder="t", encoder_step=0, bf16=False, progress=False)
+    follower = IndexFollower(tmp_path / "index", expect_corpus_hash=store.corpus_hash)
+    follower.load()
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    sp, queries = Specials.of(store.tokenizer), pool.sample(step_generator(0, 0), 6)
+    calls, real = [0], retriever.embed_blocks
+
+    def counting(inputs):
+        calls[0] += inputs["input_ids"].shape[0]
+        return real(inputs)
+
+    retriever.embed_blocks = counting
+    out = {}
+    for name, index in [("stored", follower), ("encoded", SimpleNamespace(index=follower.index))]:
+        calls[0] = 0
+        retriever.zero_grad(set_to_none=True)
+        loss, stats, ids, _ = realm_step(queries, retriever, encoder, index, store, sp, 4, cfg.retriever.query_len,
+                                         "cpu")
+        loss.backward()
+        out[name] = (loss.item(), ids, [p.grad.clone() for p in retriever.query.parameters()], calls[0])
+    assert out["stored"][3] == 1 and out["encoded"][3] == len(queries) * 3 + 1  # the null block only
+    np.testing.assert_array_equal(out["stored"][1], out["encoded"][1])
+    assert out["stored"][0] == pytest.approx(out["encoded"][0], rel=1e-5)
+    for a, b in zip(out["stored"][2], out["encoded"][2]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert any(g.abs().sum() > 0 for g in out["stored"][2])
+    # the null block's embedding is computed once per state of the frozen tower's weights
+    for change, passes in [(False, 0), (True, 1)]:
+        if change:
+            with torch.no_grad():
+                next(retriever.doc.parameters()).mul_(1.5)
+        calls[0] = 0
+        with torch.no_grad():
+            realm_step(queries, retriever, encoder, follower, store, sp, 4, cfg.retriever.query_len, "cpu")
+        assert calls[0] == passes
+
+
+@pytest.mark.slow
+def test_frozen_document_tower_never_refreshes_the_index(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg = _tiny_cfg(tmp_path, **{"pretrain.train_doc_encoder": "false", "pretrain.refresh_mode": "async",
+                                 "pretrain.max_staleness": 3})
+    retriever, encoder = _models(cfg, store)
+    doc_before = {k: v.clone() for k, v in retriever.doc.state_dict().items()}
+    query_before = {k: v.clone() for k, v in retriever.query.state_dict().items()}
+    run = tmp_path / "run"
+    retriever, _ = pretrain(cfg, store, run, retriever, encoder, progress=False)
+    rows = read_metrics(run / "metrics.jsonl")
+    assert {r["index/version"] for r in rows} == {1} and all(r["index/staleness"] == 0 for r in rows)
+    assert not (run / "index-builder.log").exists()
+    assert all(torch.equal(v, retriever.doc.state_dict()[k]) for k, v in doc_before.items())
+    assert any(not torch.equal(v, retriever.query.state_dict()[k]) for k, v in query_before.items())
+
+
+def test_answerable_only_drops_exactly_the_counterfactual_rows_no_candidate_can_answer(tiny_corpus, tmp_path):
+    """Brute force: the loss is minus the sum of the marginal log-likelihoods of the counterfactual rows that some
+    candidate mentions (plus every plain row), over all masked tokens of the batch."""
+    from realm.training.counterfactual import SpanBank
+
+    store, _ = tiny_corpus
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    bank, sp, rng = SpanBank.from_pool(pool), Specials.of(store.tokenizer), np.random.default_rng(1)
+    queries = pool.sample(step_generator(0, 3), 12)
+    swaps = [bank.replacement(q.targets, rng) if b % 3 else None for b, q in enumerate(queries)]
+    K = 4
+    with torch.no_grad():
+        full, s_full, ids, _ = realm_step(queries, retriever, encoder, follower, store, sp, K,
+                                          cfg.retriever.query_len, "cpu", swaps=swaps)
+        kept, s_kept, ids2, _ = realm_step(queries, retriever, encoder, follower, store, sp, K,
+                                           cfg.retriever.query_len, "cpu", swaps=swaps, answerable_only=True)
+    np.testing.assert_array_equal(ids, ids2)
+    answerable = [swaps[b] is None or any(z >= 0 and contains_span(store.body_ids(int(z)), q.targets) for z in ids[b])
+                  for b, q in enumerate(queries)]
+    assert 0 < sum(answerable) < len(queries)  # the batch has both kinds
+    n_tokens = sum(len(q.positions) for q in queries)
+    want = -sum(s_full["marginal_log_likelihood"][b].item() for b in range(len(queries)) if answerable[b]) / n_tokens
+    assert kept.item() == pytest.approx(want, rel=1e-5)
+    assert full.item() == pytest.approx(-s_full["marginal_log_likelihood"].sum().item() / n_tokens, rel=1e-5)
+    assert s_kept["answerable_rows"].item() == pytest.approx(np.mean(answerable))
