@@ -87,6 +87,8 @@ def test_the_files_agree_with_each_other(run):
     assert systems["realm"]["reading"] != systems["bm25_reader"]["reading"]  # REALM pretraining changed it
     rows = jsonl(out / "stages" / "realm_pretrain" / "metrics.jsonl")
     assert [r["step"] for r in rows if "eval/recall@5" in r] == [0, 6, 12]
+    # and REALM's own task on a fixed set of masked sentences, at the same points
+    assert all(0 <= r[next(k for k in r if k.startswith("probe/evidence@"))] <= 1 for r in rows if "eval/recall@5" in r)
     # the servable model is the realm system: it gives the realm system's test answers, with evidence
     test = jsonl(paths["qa-test"])[:5]
     preds = jsonl(out / "stages" / "realm" / "test_predictions.jsonl")[:5]

@@ -39,6 +39,7 @@ from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever, relevance
 from realm.retrieval import IndexFollower, ShardedFollower, follower as make_follower
 from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
+from realm.training.checkpoint import step_generator
 from realm.training.counterfactual import substitute
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span, masked_targets
 from realm.training.optim import due, make_optimizer, optimizer_step, unique_parameters
@@ -121,6 +122,23 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     stats["evidence_rate"] = evidence.any(-1).float().mean()
     tokens = int(q_in["attention_mask"].sum() + pair_in["attention_mask"].sum()) + d_tokens
     return loss, stats, ids, tokens
+
+
+@torch.no_grad()
+def evidence_at_k(retriever: Retriever, index, store: BlockStore, sp: Specials, queries: list[MaskedQuery], k: int,
+                  query_len: int, device) -> float:
+    """REALM's own retrieval task: the share of masked ``queries`` whose top ``k`` blocks (their own block
+    excluded, as in a REALM step) hold a block that mentions the masked span."""
+    if not queries:
+        return float("nan")
+    was = retriever.training
+    retriever.eval()
+    q_in = {key: v.to(device) for key, v in query_inputs([q.input_ids for q in queries], sp, query_len).items()}
+    q_emb = retriever.embed_queries(q_in).float()
+    retriever.train(was)
+    _, ids = index.search(q_emb, k, exclude=[[q.block] for q in queries])
+    return float(np.mean([any(z >= 0 and contains_span(store.body_ids(int(z)), q.targets) for z in row)
+                          for row, q in zip(ids, queries)]))
 
 
 def _null_embedding(retriever: Retriever, store: BlockStore, sp: Specials, device, bf16: bool) -> torch.Tensor:
@@ -249,8 +267,16 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     if reading is None and (pc.reading_rows or pc.probe_every or pc.counterfactual):
         reading = ReadingData(store, cfg.retriever.query_len, progress=False, probe_rows=cfg.reading.probe_rows)
 
+    # a fixed set of masked sentences: does retrieval improve on REALM's own task? (evaluated on one process:
+    # a sharded index's search is a collective)
+    own_task = pool.sample(step_generator(cfg.seed + 104_729, 0), cfg.reading.probe_rows) \
+        if pc.probe_every and dist.world_size == 1 else []
+
     def measure() -> dict:
         out = reading.probe.measure(encoder, device) if reading is not None else {}
+        if own_task:
+            out[f"probe/evidence@{pc.top_k - 1}"] = evidence_at_k(retriever, follower.index, store, sp, own_task,
+                                                                  pc.top_k - 1, cfg.retriever.query_len, device)
         if evaluate is not None:
             was = retriever.training
             retriever.eval()
@@ -335,6 +361,7 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     if not dist.is_main():
         return retriever, encoder
     plot_curves(run_dir, ["loss/mlm", "retrieval/utility", "retrieval/entropy", "retrieval/evidence_advantage",
-                          "retrieval/evidence_rate", "probe/evidence_advantage", "eval/recall@5", "index/staleness"],
+                          "retrieval/evidence_rate", f"probe/evidence@{pc.top_k - 1}", "probe/evidence_advantage",
+                          "eval/recall@5", "index/staleness"],
                 "REALM pretraining")
     return retriever, encoder

@@ -275,3 +275,25 @@ def test_answerable_only_drops_exactly_the_counterfactual_rows_no_candidate_can_
     assert kept.item() == pytest.approx(want, rel=1e-5)
     assert full.item() == pytest.approx(-s_full["marginal_log_likelihood"].sum().item() / n_tokens, rel=1e-5)
     assert s_kept["answerable_rows"].item() == pytest.approx(np.mean(answerable))
+
+
+def test_evidence_at_k_against_brute_force(tiny_corpus, tmp_path):
+    """REALM's own-task recall: top-k by the numpy oracle (own block excluded), then a plain span search."""
+    from realm.index.exact import brute_force_search
+    from realm.training.pretrain import evidence_at_k
+
+    store, _ = tiny_corpus
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    sp, queries = Specials.of(store.tokenizer), pool.sample(step_generator(5, 0), 40)
+    got = evidence_at_k(retriever, follower.index, store, sp, queries, 3, cfg.retriever.query_len, "cpu")
+    retriever.eval()
+    with torch.no_grad():
+        q = retriever.embed_queries(query_inputs([x.input_ids for x in queries], sp, cfg.retriever.query_len))
+    _, ids = brute_force_search(q.numpy(), follower.embeddings, 3, [[x.block] for x in queries])
+    want = []
+    for row, x in zip(ids, queries):
+        span = " " + " ".join(map(str, x.targets.tolist())) + " "
+        want.append(any(z >= 0 and span in " " + " ".join(map(str, store.body_ids(int(z)).tolist())) + " "
+                        for z in row))
+    assert got == pytest.approx(np.mean(want)) and 0 < got < 1
