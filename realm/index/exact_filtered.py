@@ -227,7 +227,7 @@ class FilteredExactIndex:
         thr = thresholds(low)
         run_s = np.full((nq, k), -np.inf, np.float32)
         run_i = np.full((nq, k), -1, np.int64)
-        g, cap, tile = self.group, max(4096, self.chunk_size * nq // 16), self.tile
+        g, cap, tile = self.group, max(4096, self.chunk_size * nq // 2), self.tile
         pending, n_pending = [], 0
         flush_at = self.merge_every or max(4096, 8 * k * nq)
 

@@ -155,3 +155,16 @@ def test_broken_int8_kernel_is_caught_and_search_redone_in_float64(monkeypatch):
 def test_width_limits():
     with pytest.raises(ValueError, match="embedding width"):
         FilteredExactIndex(np.zeros((3, 0), np.float32))
+
+
+def test_chunks_where_most_pairs_pass_are_scored_in_float64(monkeypatch):
+    """All blocks equal: every group passes every threshold, so whole chunks go through the float64 path
+    (and ties resolve to the lowest ids, as in the oracle)."""
+    emb = np.tile(np.float32([0.5, -1.0, 2.0, 0.25]), (10000, 1))
+    queries = np.random.default_rng(0).standard_normal((8, 4)).astype(np.float32)
+    index = FilteredExactIndex(emb, chunk_size=2048)
+    used = []
+    real = FilteredExactIndex._float64_chunk
+    monkeypatch.setattr(FilteredExactIndex, "_float64_chunk", lambda self, *a: used.append(1) or real(self, *a))
+    assert_identical(index, queries, emb, 6, [[0, 1]] * 8)
+    assert len(used) >= 2
