@@ -3,6 +3,7 @@ and resume falls back to the newest checkpoint that verifies."""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,8 @@ from realm.cli import main as cli_main
 from realm.index.store import IndexCorruptError, open_index, write_index_version
 from realm.serving.answer import Answerer
 from realm.serving.app import create_app
-from realm.training.checkpoint import CheckpointError, load_checkpoint, load_newest_good, save_checkpoint
+from realm.training.checkpoint import (CheckpointError, all_checkpoints, load_checkpoint, load_newest_good,
+                                      save_checkpoint, verify_checkpoint)
 from tests.serving.test_answer import build_run, corpus_subset
 
 
@@ -95,6 +97,35 @@ def test_pruning_waits_for_the_new_checkpoint_to_verify(tmp_path, monkeypatch):
     with pytest.raises(CheckpointError):
         save_checkpoint(tmp_path, 3, modules, opt)
     assert (tmp_path / "checkpoints" / "step_000001").exists() and (tmp_path / "checkpoints" / "step_000002").exists()
+
+
+def test_a_kill_while_pruning_leaves_no_half_deleted_checkpoint_in_sight(tmp_path, monkeypatch):
+    """The CI kill harness caught this: a SIGKILL inside the delete of an old checkpoint left ``step_N``
+    visible without some of its files. Deletion must first move the folder out of sight, atomically."""
+    _saved(tmp_path, steps=(1, 2))
+    import realm.index.store as st
+
+    real_rmtree = shutil.rmtree
+
+    def killed_midway(folder, ignore_errors=False):  # deletes one file of the pruned checkpoint, then "dies"
+        if "step_000001" not in str(folder):
+            return real_rmtree(folder, ignore_errors=ignore_errors)
+        next(p for p in sorted(Path(folder).iterdir()) if p.name != "state.json").unlink()
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(st.shutil, "rmtree", killed_midway)
+    modules, opt = _modules()
+    with pytest.raises(SystemExit):
+        save_checkpoint(tmp_path, 3, modules, opt)
+    monkeypatch.undo()
+    seen = all_checkpoints(tmp_path)
+    assert [p.name for p in seen] == ["step_000002", "step_000003"]
+    for ckpt in seen:
+        verify_checkpoint(ckpt)
+    assert len(list((tmp_path / "checkpoints").glob(".trash-*"))) == 1  # the half-deleted one, out of sight
+    save_checkpoint(tmp_path, 4, modules, opt)  # the next save sweeps it
+    assert not list((tmp_path / "checkpoints").glob(".trash-*"))
+    assert [p.name for p in all_checkpoints(tmp_path)] == ["step_000003", "step_000004"]
 
 
 @pytest.mark.parametrize("damage", ["bytes", "nan"])

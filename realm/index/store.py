@@ -299,9 +299,23 @@ def _prune(root: Path, keep: int) -> None:
 
 
 def _discard(root: Path, v: int) -> None:
-    trash = root / f".trash-{_version_name(v)}-{uuid.uuid4().hex[:8]}"
-    os.rename(version_dir(root, v), trash)  # atomic: readers see all or nothing
+    remove_atomically(version_dir(root, v))
+
+
+def remove_atomically(folder: Path) -> None:
+    """Delete a published folder so that no reader ever sees it half-deleted: an atomic rename to
+    ``.trash-NAME-xxxx`` (out of the published namespace), then the interruptible delete.
+    :func:`sweep_trash` removes what a process killed in between leaves behind."""
+    folder = Path(folder)
+    trash = folder.with_name(f".trash-{folder.name}-{uuid.uuid4().hex[:8]}")
+    os.rename(folder, trash)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+def sweep_trash(parent: Path) -> None:
+    """Delete the ``.trash-*`` folders a killed :func:`remove_atomically` left in ``parent``."""
+    for stale in Path(parent).glob(".trash-*"):
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def drop_versions_after(root, encoder_step: int) -> int:

@@ -28,7 +28,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 from torch import nn
 
 from realm.data.errors import InputError
-from realm.index.store import file_record, fsync_path, pin_versions, verify_files
+from realm.index.store import file_record, fsync_path, pin_versions, remove_atomically, sweep_trash, verify_files
 
 log = logging.getLogger(__name__)
 FILES = "files.json"
@@ -51,6 +51,7 @@ def save_checkpoint(run_dir: str | Path, step: int, modules: dict[str, nn.Module
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    sweep_trash(final.parent)  # left by a run killed while it pruned
     tmp.mkdir(parents=True)
     for name, module in modules.items():
         save_model(module, str(tmp / f"{name}.safetensors"))
@@ -66,7 +67,7 @@ def save_checkpoint(run_dir: str | Path, step: int, modules: dict[str, nn.Module
         fsync_path(p)
     fsync_path(tmp)
     if final.exists():
-        shutil.rmtree(final)
+        remove_atomically(final)
     os.rename(tmp, final)
     fsync_path(final.parent)
     verify_checkpoint(final)  # prune older checkpoints only once this one reads back intact
@@ -112,7 +113,7 @@ def verify_checkpoint(folder: str | Path) -> None:
 def _prune(folder: Path, keep: int) -> None:
     steps = sorted(p for p in folder.glob("step_*") if p.is_dir() and not p.name.endswith(".tmp"))
     for old in steps[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_atomically(old)  # never visible half-deleted, even if the run is killed here
 
 
 def _numpy_state() -> list:

@@ -43,16 +43,20 @@ def snapshot_dir(run_dir: Path, step: int) -> Path:
 
 def export_snapshot(retriever, run_dir: Path, step: int, keep: int = 2) -> Path:
     """Save the retriever for the builder (atomically: temp folder, then rename)."""
+    from realm.index.store import remove_atomically, sweep_trash
+
     final = snapshot_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
+    if final.parent.is_dir():
+        sweep_trash(final.parent)
     retriever.save(tmp)
     if final.exists():
-        shutil.rmtree(final)
+        remove_atomically(final)
     os.rename(tmp, final)
     snaps = sorted(p for p in final.parent.glob("step_*") if not p.name.endswith(".tmp"))
     for old in snaps[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        remove_atomically(old)
     return final
 
 
@@ -79,12 +83,14 @@ def discard_future(run_dir: Path, step: int) -> int:
     They come from weights the resumed run never had; using them would make the index newer than the
     trainer (negative staleness) and the run depend on when it was killed. Returns how many were dropped.
     """
-    from realm.index.store import drop_versions_after
+    from realm.index.store import drop_versions_after, remove_atomically
 
     dropped = 0
     for snap in (run_dir / "snapshots").glob("step_*"):
-        if snap.name.endswith(".tmp") or int(snap.name.split("_")[1]) > step:
+        if snap.name.endswith(".tmp"):
             shutil.rmtree(snap, ignore_errors=True)
+        elif int(snap.name.split("_")[1]) > step:
+            remove_atomically(snap)
             dropped += 1
     if (run_dir / "index").is_dir():
         dropped += drop_versions_after(run_dir / "index", step)
