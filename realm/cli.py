@@ -60,7 +60,7 @@ def _say(message: str) -> None:
 def cmd_world(args) -> int:
     from realm.data.world import generate_world, world_summary, write_world
 
-    world = generate_world(args.entities, args.seed, style=args.style)
+    world = generate_world(args.entities, args.seed, style=args.style, recap=args.recap)
     paths = write_world(world, args.out)
     _print_json({"summary": world_summary(world), "files": {k: str(v) for k, v in paths.items()}})
     return 0
@@ -277,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style", choices=("encyclopedia", "people"), default="encyclopedia",
                    help="people: families sharing surnames, relatives named in each other's "
                         "articles, list answers (harder for BM25)")
+    p.add_argument("--recap", type=int, default=0,
+                   help="facts each article restates after its lead, with the full name (as Wikipedia leads "
+                        "do): a masked fact can then be read in another block about the same subject")
     p.add_argument("--out", required=True, type=Path)
     p.set_defaults(func=cmd_world)
 

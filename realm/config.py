@@ -41,6 +41,7 @@ class WorldConfig:
     entities: int = 300  # number of fictional entities in the built-in world
     seed: int = 0
     style: str = "encyclopedia"  # encyclopedia | people
+    recap: int = 0  # facts each article restates after its lead (0: every fact told once; realm.data.world)
 
 
 @dataclass
@@ -147,6 +148,10 @@ class PretrainConfig:
     reading_rows: int = 0  # counterfactual reading rows added to each batch (keeps the encoder reading)
     counterfactual: float = 0.0  # share of rows whose span is swapped in every retrieved block and the target
     answerable_only: bool = False  # counterfactual rows no candidate can answer (none holds the span) add no loss
+    query_title: bool = False  # the retriever's query is "title [SEP] masked sentence" (the reader's stays the sentence)
+    exclude: str = "block"  # never retrieved for a query: its own block (REALM) | document (every block of its article)
+    evidence: str = "span"  # a counterfactual row's swap (and "evidence") in: every block holding the span (span) |
+    # only blocks that also name the sentence's subject, its article's title (subject)
     probe_every: int = 0  # steps between reading-probe / dev-recall measurements (0 = off)
 
 

@@ -13,7 +13,7 @@ def run_demo(cfg: RunConfig, out: Path, progress: bool = True) -> dict:
     from realm.experiment import run_experiment
 
     out.mkdir(parents=True, exist_ok=True)
-    world = generate_world(cfg.world.entities, cfg.world.seed, style=cfg.world.style)
+    world = generate_world(cfg.world.entities, cfg.world.seed, style=cfg.world.style, recap=cfg.world.recap)
     paths = write_world(world, out / "world")
     print("built-in world:", json.dumps(world_summary(world)))
     return run_experiment(cfg, paths["corpus"], paths["qa-train"], paths["qa-dev"], paths["qa-test"], out,

@@ -150,6 +150,7 @@ class World:
     documents: list
     questions: dict
     style: str = "encyclopedia"
+    recap: int = 0  # facts restated after each article's lead (generate_world)
 
 
 def _h(seed: int, *parts: str) -> int:
@@ -367,10 +368,12 @@ def _fact_templates(ent: Entity, rel: str, style: Style) -> tuple:
     return table.get(rel + "/1", table[rel]) if single else table[rel]
 
 
-def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style) -> str:
+def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style, recap: int = 0) -> str:
+    """An article: the lead sentence, ``recap`` facts restated (see :func:`generate_world`), the body (facts and
+    fillers in a hashed order), then reverse-list sentences while there is room."""
     eid, kind = ent.id, ent.kind
     templates, lead_rel = style.facts[kind], style.lead(kind)
-    lead, body = "", []
+    lead, body, restated = "", [], []
     for rel in style.schema[kind]:
         if rel not in ent.attrs or rel not in templates:
             continue
@@ -384,6 +387,8 @@ def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style) -
             lead = sent
         else:
             body.append((h >> 32, sent))
+            other = tpls[(h + 1) % len(tpls)]  # the restatement uses another wording where there is one
+            restated.append((h >> 32, _cap(other.format(O=value, a=_article_a(value), **_subject(ent, "full", other)))))
     r = random.Random(_h(seed, eid, "filler"))
     fillers = style.fillers[kind]
     n_fill = min(len(fillers), max(style.min_fillers, 6 + r.randrange(3) - len(body)))
@@ -391,6 +396,8 @@ def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style) -
         mode = "short" if r.random() < 0.5 else "pronoun"
         body.append((r.getrandbits(32), fillers[i].format(**_subject(ent, mode, fillers[i]))))
     body.sort()
+    # the facts told last in the body (most often in a later block) are restated next to the lead
+    recap_sents = [t for _, t in sorted(restated)[len(restated) - min(recap, len(restated)):]] if recap > 0 else []
     tail = []
     for rel, sources in incoming.get(eid, {}).items():
         h = _h(seed, eid, "rev", rel)
@@ -405,7 +412,7 @@ def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style) -
         tail.append((h >> 32, _cap(tpls[h % len(tpls)].format(T=ent.name, L=_join(items)))))
     tail.sort()
     room = style.max_sentences - 1 - len(body)
-    return " ".join([lead] + [s for _, s in body] + [s for _, s in tail[:max(0, room)]])
+    return " ".join([lead] + recap_sents + [s for _, s in body] + [s for _, s in tail[:max(0, room)]])
 
 
 def _incoming(entities: list, style: Style, targets=None) -> dict:
@@ -421,16 +428,16 @@ def _incoming(entities: list, style: Style, targets=None) -> dict:
     return inc
 
 
-def _document(seed, ent, by_id, incoming, style) -> dict:
-    return {"id": ent.id, "title": ent.name, "text": _render(seed, ent, by_id, incoming, style)}
+def _document(seed, ent, by_id, incoming, style, recap: int = 0) -> dict:
+    return {"id": ent.id, "title": ent.name, "text": _render(seed, ent, by_id, incoming, style, recap)}
 
 
-def render_documents(seed: int, entities: list, style: str = "encyclopedia") -> list:
+def render_documents(seed: int, entities: list, style: str = "encyclopedia", recap: int = 0) -> list:
     """One article per entity, in entity order; a pure function of the facts."""
     st = _style(style)
     by_id = {e.id: e for e in entities}
     incoming = _incoming(entities, st)
-    return [_document(seed, e, by_id, incoming, st) for e in entities]
+    return [_document(seed, e, by_id, incoming, st, recap) for e in entities]
 
 
 def _answers(ent: Entity, rel: str, by_id: dict, style: Style) -> list:
@@ -476,19 +483,26 @@ def build_questions(seed: int, entities: list, split=(0.8, 0.1, 0.1),
 
 
 def generate_world(num_entities: int, seed: int, split=(0.8, 0.1, 0.1),
-                   style: str = "encyclopedia") -> World:
-    """Generate a world of ``num_entities`` entities, deterministically from ``seed``."""
+                   style: str = "encyclopedia", recap: int = 0) -> World:
+    """Generate a world of ``num_entities`` entities, deterministically from ``seed``.
+
+    ``recap``: each article restates that many of its facts right after the lead sentence, with the subject's
+    full name and another wording where there is one, as a Wikipedia lead restates the body. A fact is then
+    told twice in its subject's article, most often in two different blocks: masked in one, it can be read
+    in the other, so REALM's own-block exclusion leaves evidence about the same subject (0: each fact once)."""
     if isinstance(num_entities, bool) or not isinstance(num_entities, int) or num_entities < MIN_ENTITIES:
         raise InputError("world", None, "--entities (num_entities) must be an integer >= %d, got %r"
                          % (MIN_ENTITIES, num_entities))  # an InputError: the CLI prints it and exits with 2
+    if isinstance(recap, bool) or not isinstance(recap, int) or recap < 0:
+        raise InputError("world", None, "--recap must be an integer >= 0, got %r" % (recap,))
     _style(style)
     if style == "people":
         entities = [Entity(*rec) for rec in people_facts(num_entities, seed)]
     else:
         entities = _generate_entities(num_entities, seed)
     return World(seed=seed, entities=entities,
-                 documents=render_documents(seed, entities, style),
-                 questions=build_questions(seed, entities, split, style), style=style)
+                 documents=render_documents(seed, entities, style, recap),
+                 questions=build_questions(seed, entities, split, style), style=style, recap=recap)
 
 
 # ------------------------------------------------------------------ editing
@@ -539,7 +553,7 @@ def edit_fact(world: World, entity_id: str, relation: str, new_value) -> World:
     affected = {entity_id} | {t for e in (ent, new_ent) for r in e.attrs
                               for t in _targets(e, r, style)}
     incoming = _incoming(entities, style, affected)
-    documents = [_document(world.seed, by_id[d["id"]], by_id, incoming, style)
+    documents = [_document(world.seed, by_id[d["id"]], by_id, incoming, style, world.recap)
                  if d["id"] in affected else d for d in world.documents]
     questions = {}
     for name, qs in world.questions.items():
@@ -547,7 +561,7 @@ def edit_fact(world: World, entity_id: str, relation: str, new_value) -> World:
                            if q["entity_id"] == entity_id and q["relation"] == relation
                            else q for q in qs]
     return World(seed=world.seed, entities=entities, documents=documents, questions=questions,
-                 style=world.style)
+                 style=world.style, recap=world.recap)
 
 
 # ------------------------------------------------------------------ files
@@ -568,7 +582,7 @@ def world_summary(world: World) -> dict:
         kinds[e.kind] = kinds.get(e.kind, 0) + 1
     docs = world.documents
     words = sum(len(d["text"].split()) for d in docs)
-    return {"style": world.style, "seed": world.seed, "num_entities": len(world.entities),
+    return {"style": world.style, "seed": world.seed, "recap": world.recap, "num_entities": len(world.entities),
             "entities_by_kind": kinds, "documents": len(docs),
             "questions": {k: len(v) for k, v in world.questions.items()},
             "mean_article_words": round(words / max(1, len(docs)), 2)}
@@ -606,5 +620,5 @@ def read_world(out_dir) -> World:
     questions = {s: _read_jsonl(out / ("qa-%s.jsonl" % s)) for s in ("train", "dev", "test")}
     style = meta.get("style", "encyclopedia")  # worlds written before styles existed
     _style(style)
-    return World(seed=meta["seed"], entities=entities,
-                 documents=_read_jsonl(out / "corpus.jsonl"), questions=questions, style=style)
+    return World(seed=meta["seed"], entities=entities, documents=_read_jsonl(out / "corpus.jsonl"),
+                 questions=questions, style=style, recap=int(meta.get("recap", 0)))

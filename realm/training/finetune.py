@@ -35,7 +35,7 @@ import torch
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.data.qa import QAExample, has_answer
-from realm.models.bert import autocast
+from realm.models.bert import autocast, use_attention
 from realm.models.reader import SpanReader, reader_inputs, span_index
 from realm.retrieval import BM25Retrieval, DenseRetrieval
 from realm.training.counterfactual import AnswerBank, substitute
@@ -98,6 +98,7 @@ def finetune(cfg: RunConfig, retrieval: DenseRetrieval | BM25Retrieval, reader: 
     progress = progress and dist.is_main()
     dist.local_batch_size(min(ft.batch_size, len(train)))  # global: an error if it does not split
     reader.max_query_len = cfg.retriever.query_len
+    use_attention(reader, cfg.reader.encoder.attention)  # also for a reader built from an earlier stage's encoder
     reader.to(device).train()
     modules: dict[str, torch.nn.Module] = {"reader": reader}
     train_query = mode == "dense" and ft.train_query_encoder
@@ -105,6 +106,7 @@ def finetune(cfg: RunConfig, retrieval: DenseRetrieval | BM25Retrieval, reader: 
     if mode == "dense":
         if retriever.shared:
             retriever.untie()  # the document side stays as it was when the index was built
+        use_attention(retriever, cfg.retriever.encoder.attention)
         retriever.to(device)
         retriever.doc.requires_grad_(False).eval()
         retriever.query.requires_grad_(train_query).train(train_query)

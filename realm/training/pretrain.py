@@ -33,7 +33,7 @@ from tqdm import tqdm
 from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.index.sharded import build_sharded_index
-from realm.models.bert import autocast, bert_flops_per_token
+from realm.models.bert import autocast, bert_flops_per_token, use_attention
 from realm.models.inputs import Specials, pair_inputs, query_inputs, store_block_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever, relevance
@@ -52,9 +52,34 @@ from realm.training.refresh import IndexBuilderProcess, discard_future, export_s
 log = logging.getLogger(__name__)
 
 
+def retrieval_queries(queries: list[MaskedQuery], store: BlockStore, sp: Specials, query_len: int,
+                      query_title: bool = False, exclude: str = "block") -> tuple[list, int, list]:
+    """What the retriever sees of masked ``queries``: (token ids, their max length, excluded block ids).
+
+    ``query_title``: the sentence is preceded by its document's title and ``[SEP]`` (the length grows by
+    ``title_len + 1``): a sentence that names its subject by a pronoun ("She worked for [MASK].") can then
+    be matched to other articles that mention the subject, instead of being recalled by heart.
+    ``exclude``: ``block`` never retrieves the sentence's own block (REALM); ``document`` none of its
+    article's blocks. The others never hold the span, so they are negatives; learning to push a query's own
+    article down is the opposite of what questions about its subject need."""
+    if exclude not in ("block", "document"):
+        raise ValueError(f"pretrain.exclude must be 'block' or 'document', got {exclude!r}")
+    ids = [q.input_ids for q in queries]
+    if query_title:
+        ids = [[*store.title_ids(q.block).tolist(), sp.sep_id, *q.input_ids] for q in queries]
+        query_len += int(store.manifest["title_len"]) + 1
+    if exclude == "block":
+        excluded = [[q.block] for q in queries]
+    else:
+        docs = store.block_doc
+        excluded = [np.flatnonzero(docs == docs[q.block]).tolist() for q in queries]
+    return ids, query_len, excluded
+
+
 def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: KnowledgeAugEncoder, index: IndexFollower,
                store: BlockStore, sp: Specials, top_k: int, query_len: int, device, bf16: bool = False,
-               swaps: list | None = None, answerable_only: bool = False):
+               swaps: list | None = None, answerable_only: bool = False, query_title: bool = False,
+               exclude: str = "block", evidence: str = "span"):
     """One forward pass of REALM on a batch; returns (loss, stats, candidate ids [B, k-1], tokens).
 
     ``swaps[b]`` (token ids of the masked span's length, or None) makes row ``b`` counterfactual: the span
@@ -63,13 +88,21 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     ``answerable_only``: a counterfactual row none of whose candidates mentions the span cannot be predicted
     by any block; its tokens are left out of the loss (the loss stays a sum over kept tokens divided by
     all masked tokens, so batches and ranks weigh alike).
+    ``query_title``, ``exclude``: what the retriever sees and never returns (:func:`retrieval_queries`).
+    ``evidence="subject"``: a counterfactual swap is made only in blocks that mention the span *and* the
+    sentence's subject (its article's title); a block that holds the span about another subject keeps the
+    old span and cannot predict the target. Copying the value of a look-alike sentence about someone else
+    (same wording, same value by chance) then does not pay; finding text about the subject does.
     """
+    if evidence not in ("span", "subject"):
+        raise ValueError(f"pretrain.evidence must be 'span' or 'subject', got {evidence!r}")
     B, K = len(queries), top_k
     q_ids = [q.input_ids for q in queries]
-    q_in = {k: v.to(device) for k, v in query_inputs(q_ids, sp, query_len).items()}
+    r_ids, r_len, excluded = retrieval_queries(queries, store, sp, query_len, query_title, exclude)
+    q_in = {k: v.to(device) for k, v in query_inputs(r_ids, sp, r_len).items()}
     with autocast(device, bf16):
         q_emb = retriever.embed_queries(q_in).float()  # [B, d]
-    _, ids = index.index.search(q_emb.detach(), K - 1, exclude=[[q.block] for q in queries])  # [B, K-1]
+    _, ids = index.index.search(q_emb.detach(), K - 1, exclude=excluded)  # [B, K-1]
     stored = getattr(index, "embeddings", None)  # None in a job: each rank holds only its shard
     if stored is not None and not any(p.requires_grad for p in retriever.doc.parameters()):
         # a frozen document tower: the index holds exactly its embeddings (as stored), no re-encoding
@@ -89,11 +122,15 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
     logits = logits.masked_fill(missing, -1e4)  # a corpus smaller than k: padded candidates get ~zero probability
 
     swaps = swaps or [None] * B
+    # evidence: a candidate that mentions the span (and, with evidence="subject", the sentence's subject)
+    evidence_rows = [[i >= 0 and contains_span(store.body_ids(int(i)), q.targets)
+                      and (evidence == "span" or contains_span(store.body_ids(int(i)), store.title_ids(q.block)))
+                      for i in ids[b]] + [False] for b, q in enumerate(queries)]
     bodies = []
     for b in range(B):
         row = [store.body_ids(i) if i >= 0 else () for i in ids[b]] + [()]
-        if swaps[b] is not None:
-            row = [substitute(x, queries[b].targets, swaps[b]) if len(x) else x for x in row]
+        if swaps[b] is not None:  # the swap goes only where the evidence is: elsewhere the old span stays, useless
+            row = [substitute(x, queries[b].targets, swaps[b]) if ev else x for x, ev in zip(row, evidence_rows[b])]
         bodies += row
     pair_in, _, _ = pair_inputs([q_ids[b] for b in range(B) for _ in range(K)], bodies, sp, query_len)
     pair_in = {k: v.to(device) for k, v in pair_in.items()}
@@ -101,8 +138,7 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
                                                               for q, w in zip(queries, swaps)])
     positions, targets, token_mask = positions.to(device), targets.to(device), token_mask.to(device)
     # does the encoder read? (the retriever learns only from blocks that change p(y|z,x))
-    evidence = torch.tensor([[i >= 0 and contains_span(store.body_ids(int(i)), q.targets) for i in ids[b]] + [False]
-                             for b, q in enumerate(queries)], device=device)
+    evidence = torch.tensor(evidence_rows, device=device)
     all_tokens = token_mask.sum()
     if answerable_only:
         unanswerable = torch.tensor([w is not None for w in swaps], device=device) & ~evidence.any(-1)
@@ -126,17 +162,18 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
 
 @torch.no_grad()
 def evidence_at_k(retriever: Retriever, index, store: BlockStore, sp: Specials, queries: list[MaskedQuery], k: int,
-                  query_len: int, device) -> float:
-    """REALM's own retrieval task: the share of masked ``queries`` whose top ``k`` blocks (their own block
-    excluded, as in a REALM step) hold a block that mentions the masked span."""
+                  query_len: int, device, query_title: bool = False, exclude: str = "block") -> float:
+    """REALM's own retrieval task: the share of masked ``queries`` whose top ``k`` blocks (what a REALM step
+    excludes left out, see :func:`retrieval_queries`) hold a block that mentions the masked span."""
     if not queries:
         return float("nan")
     was = retriever.training
     retriever.eval()
-    q_in = {key: v.to(device) for key, v in query_inputs([q.input_ids for q in queries], sp, query_len).items()}
+    r_ids, r_len, excluded = retrieval_queries(queries, store, sp, query_len, query_title, exclude)
+    q_in = {key: v.to(device) for key, v in query_inputs(r_ids, sp, r_len).items()}
     q_emb = retriever.embed_queries(q_in).float()
     retriever.train(was)
-    _, ids = index.search(q_emb, k, exclude=[[q.block] for q in queries])
+    _, ids = index.search(q_emb, k, exclude=excluded)
     return float(np.mean([any(z >= 0 and contains_span(store.body_ids(int(z)), q.targets) for z in row)
                           for row, q in zip(ids, queries)]))
 
@@ -178,7 +215,8 @@ def _step_loss(queries: list[MaskedQuery], swaps, rows, retriever: Retriever, en
     n_rows = sum(len(r.query.positions) for r in rows) if rows else 0
     all_query, all_rows = global_counts(n_query, n_rows)
     loss, stats, _, tokens = realm_step(queries, retriever, encoder, index, store, sp, pc.top_k, query_len, device,
-                                        pc.bf16, swaps=swaps, answerable_only=pc.answerable_only)
+                                        pc.bf16, swaps=swaps, answerable_only=pc.answerable_only,
+                                        query_title=pc.query_title, exclude=pc.exclude, evidence=pc.evidence)
     loss = loss * mean_scale(n_query, all_query)
     read_stats: dict = {}
     if rows:
@@ -219,6 +257,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         if retriever.shared:
             retriever.untie()
         retriever.doc.requires_grad_(False)
+    use_attention(retriever, cfg.retriever.encoder.attention)  # also for models loaded from earlier stages
+    use_attention(encoder, cfg.reader.encoder.attention)
     retriever.to(device).train()
     encoder.to(device).train()
     opt = make_optimizer(encoder.parameters(), pc.lr,
@@ -233,6 +273,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
     interval = max(1, pc.refresh_every * pc.stale_factor)
     if pc.refresh_mode not in ("async", "sync"):
         raise ValueError(f"pretrain.refresh_mode must be 'async' or 'sync', got {pc.refresh_mode!r}")
+    if pc.exclude not in ("block", "document"):
+        raise ValueError(f"pretrain.exclude must be 'block' or 'document', got {pc.exclude!r}")
     if pc.max_staleness and pc.max_staleness < interval:
         raise ValueError(f"pretrain.max_staleness ({pc.max_staleness}) must be >= the refresh interval ({interval})")
     # the builder starts first: its imports overlap with tagging the corpus and the initial index
@@ -276,7 +318,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         out = reading.probe.measure(encoder, device) if reading is not None else {}
         if own_task:
             out[f"probe/evidence@{pc.top_k - 1}"] = evidence_at_k(retriever, follower.index, store, sp, own_task,
-                                                                  pc.top_k - 1, cfg.retriever.query_len, device)
+                                                                  pc.top_k - 1, cfg.retriever.query_len, device,
+                                                                  pc.query_title, pc.exclude)
         if evaluate is not None:
             was = retriever.training
             retriever.eval()

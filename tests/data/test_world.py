@@ -548,3 +548,50 @@ def test_cli_world_style_and_people_preset(tmp_path, capsys):
     assert demo.world.style == "encyclopedia"
     for section in ("corpus", "retriever", "ict", "pretrain", "reader", "finetune"):
         assert getattr(people_cfg, section) == getattr(demo, section), section
+
+
+@pytest.mark.parametrize("recap", [1, 3])
+def test_recap_restates_the_last_body_facts_after_the_lead(recap, tmp_path):
+    """``recap=N``: each article is the recap-free article with N sentences inserted after the lead; each names
+    the subject in full and states one of the subject's facts whose body sentence is among the last N fact
+    sentences of the body (a brute-force reading of the recap-free article); questions are unchanged."""
+    plain, rec = generate_world(150, seed=3), generate_world(150, seed=3, recap=recap)
+    assert rec.questions == plain.questions and rec.recap == recap
+    by_id = {e.id: e for e in plain.entities}
+    restated = 0
+    for a, b in zip(plain.documents, rec.documents):
+        ent, sa, sb = by_id[a["id"]], sentences(a["text"]), sentences(b["text"])
+        lead_rel = next(iter(SCHEMA[ent.kind]))
+        values = {r: by_id[v].name if isinstance(SCHEMA[ent.kind][r], tuple) else v
+                  for r, v in ent.attrs.items() if r != lead_rel and r in L.FACT_TEMPLATES[ent.kind]}
+        # the body's facts in article order (by the first sentence that tells each one)
+        first = {}
+        for i, s in enumerate(sa[1:]):
+            for r, v in values.items():
+                if v in s and r != "gender":
+                    first.setdefault(r, i)
+        body_facts = sorted(first, key=first.get)
+        n = min(recap, len(body_facts))
+        assert sb[0] == sa[0] and sb[1 + n:] == sa[1:]  # the lead, then the recap, then the article as before
+        for s in sb[1:1 + n]:
+            assert ent.name in s
+            told = [r for r, v in values.items() if v in s]
+            assert told and set(told) <= set(body_facts[-recap:]) | {"gender"}
+        restated += n
+    assert restated > 100
+    w = read_world(write_world(rec, tmp_path)["world"].parent)  # the recap survives a round trip
+    assert w.recap == recap and w.documents == sorted(rec.documents, key=lambda d: d["id"])
+
+
+def test_edits_of_a_recap_world_change_every_mention():
+    """An edited fact is restated with its new value too: the edited world equals a fresh render with recap."""
+    w = generate_world(150, seed=4, recap=3)
+    person = next(e for e in w.entities if e.kind == "person")
+    city = next(e for e in w.entities if e.kind == "city" and e.id != person.attrs["birthplace"])
+    old = next(e for e in w.entities if e.id == person.attrs["birthplace"]).name
+    new = edit_fact(w, person.id, "birthplace", city.id)
+    assert new.documents == render_documents(new.seed, new.entities, recap=3)
+    article = next(d["text"] for d in new.documents if d["id"] == person.id)
+    assert old not in article and article.count(city.name) == 2
+    with pytest.raises(ValueError, match="recap"):
+        generate_world(150, seed=4, recap=-1)

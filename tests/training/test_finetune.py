@@ -123,6 +123,16 @@ def test_bf16_autocast_runs(world, tmp_path):
     assert summary["steps"] == 3 and np.isfinite(summary["loss/total"])
 
 
+def test_the_configured_attention_kernel_applies_to_models_from_earlier_stages(world, tmp_path):
+    """Models built with sdpa (as an earlier stage saved them) train with the kernel the config names."""
+    cfg, retriever, reader, emb = setup(world, steps=2)
+    cfg.retriever.encoder.attention = cfg.reader.encoder.attention = "eager"
+    assert reader.bert.config._attn_implementation == "sdpa"
+    finetune(cfg, DenseRetrieval(retriever, world, emb), reader, TRAIN, tmp_path / "run", progress=False, bf16=True)
+    assert reader.bert.config._attn_implementation == "eager"
+    assert {m.config._attn_implementation for m in retriever.modules() if hasattr(m, "config")} == {"eager"}
+
+
 def test_resume_reproduces_uninterrupted_run(world, tmp_path):
     cfg, retriever, reader, emb = setup(world, steps=8)
     finetune(cfg, DenseRetrieval(retriever, world, emb), reader, TRAIN, tmp_path / "a", progress=False,

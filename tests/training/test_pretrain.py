@@ -297,3 +297,104 @@ def test_evidence_at_k_against_brute_force(tiny_corpus, tmp_path):
         want.append(any(z >= 0 and span in " " + " ".join(map(str, store.body_ids(int(z)).tolist())) + " "
                         for z in row))
     assert got == pytest.approx(np.mean(want)) and 0 < got < 1
+
+
+def test_title_queries_and_document_exclusion_against_brute_force(tiny_corpus, tmp_path):
+    """``pretrain.query_title`` / ``pretrain.exclude=document``: the retriever embeds ``[CLS] title [SEP] sentence
+    [SEP]`` (built here by hand from the corpus' text) and the candidates are the numpy oracle's top-k with
+    every block of the sentence's article left out; none of them is from that article."""
+    from realm.index.exact import brute_force_search
+    from realm.training.pretrain import evidence_at_k, retrieval_queries
+
+    store, _ = tiny_corpus
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    sp, tok = Specials.of(store.tokenizer), store.tokenizer
+    multi = {int(d) for d, n in zip(*np.unique(store.block_doc, return_counts=True)) if n > 1}
+    queries = [q for i in range(20) for q in pool.sample(step_generator(7, i), 8)
+               if int(store.block_doc[q.block]) in multi][:24]
+    assert len(queries) >= 8  # articles of several blocks: the document rule differs from the block rule
+    K = 4
+    retriever.eval()
+    with torch.no_grad():
+        _, _, ids, _ = realm_step(queries, retriever, encoder, follower, store, sp, K, cfg.retriever.query_len, "cpu",
+                                  query_title=True, exclude="document")
+        hand = []
+        for q in queries:
+            title = list(tok.encode(store.docs[int(store.block_doc[q.block])]["title"]))[: store.manifest["title_len"]]
+            hand.append([sp.cls_id, *title, sp.sep_id, *q.input_ids, sp.sep_id])
+        width = max(map(len, hand))
+        inp = {"input_ids": torch.tensor([h + [sp.pad_id] * (width - len(h)) for h in hand]),
+               "attention_mask": torch.tensor([[1] * len(h) + [0] * (width - len(h)) for h in hand]),
+               "token_type_ids": torch.zeros(len(hand), width, dtype=torch.long)}
+        q_emb = retriever.embed_queries(inp).numpy()
+    same_doc = [[b for b in range(len(store)) if store.block_doc[b] == store.block_doc[q.block]] for q in queries]
+    _, want = brute_force_search(q_emb, follower.embeddings, K - 1, same_doc)
+    np.testing.assert_array_equal(ids, want)
+    for row, q in zip(ids, queries):
+        assert not set(row.tolist()) & set(np.flatnonzero(store.block_doc == store.block_doc[q.block]).tolist())
+    # the block rule would have returned a block of the own article for some of them (the rule does work)
+    _, by_block = brute_force_search(q_emb, follower.embeddings, K - 1, [[q.block] for q in queries])
+    assert any(store.block_doc[z] == store.block_doc[q.block] for row, q in zip(by_block, queries) for z in row)
+    # the own-task probe uses the same view of the query
+    got = evidence_at_k(retriever, follower.index, store, sp, queries, K - 1, cfg.retriever.query_len, "cpu",
+                        query_title=True, exclude="document")
+    assert got == pytest.approx(np.mean([any(contains_span(store.body_ids(int(z)), q.targets) for z in row)
+                                         for row, q in zip(want, queries)]))
+    with pytest.raises(ValueError, match="pretrain.exclude"):
+        retrieval_queries(queries, store, sp, cfg.retriever.query_len, exclude="article")
+
+
+def test_subject_evidence_swaps_only_blocks_that_name_the_subject(tiny_corpus, tmp_path, monkeypatch):
+    """``evidence="subject"``, brute force over every block of the corpus as a candidate: a counterfactual row's
+    replacement is written into exactly the blocks that hold the span and the sentence's title; a block with
+    the span about another subject is read unchanged; ``evidence_rate`` counts the subject's blocks only."""
+    import realm.training.pretrain as pt
+    from realm.training.counterfactual import SpanBank, substitute
+
+    store, _ = tiny_corpus
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    bank, sp, rng = SpanBank.from_pool(pool), Specials.of(store.tokenizer), np.random.default_rng(2)
+    queries = [q for i in range(30) for q in pool.sample(step_generator(11, i), 8)][:40]
+    swaps = [bank.replacement(q.targets, rng) for q in queries]
+    K = len(store)  # every block but the own one is a candidate, plus the null block
+    seen = []
+    real_pair_inputs = pt.pair_inputs
+    monkeypatch.setattr(pt, "pair_inputs", lambda q, bodies, *a: seen.append([np.asarray(x) for x in bodies])
+                        or real_pair_inputs(q, bodies, *a))
+    with torch.no_grad():
+        _, stats, ids, _ = realm_step(queries, retriever, encoder, follower, store, sp, K, cfg.retriever.query_len,
+                                      "cpu", swaps=swaps, evidence="subject")
+    bodies = seen[0]
+    n_subject = n_other = 0
+    rate = []
+    for b, q in enumerate(queries):
+        title = store.title_ids(q.block)
+        row_ev = False
+        for j, z in enumerate(ids[b]):
+            body = store.body_ids(int(z))
+            span, subject = contains_span(body, q.targets), contains_span(body, title)
+            want = substitute(body, q.targets, swaps[b]) if span and subject else body
+            np.testing.assert_array_equal(bodies[b * K + j], want)
+            n_subject += span and subject
+            n_other += span and not subject
+            row_ev |= span and subject
+        rate.append(row_ev)
+    assert n_subject > 0 and n_other > 0  # both kinds of block occur: the rule decides something
+    assert stats["evidence_rate"].item() == pytest.approx(np.mean(rate))
+    with pytest.raises(ValueError, match="pretrain.evidence"):
+        realm_step(queries[:2], retriever, encoder, follower, store, sp, 3, cfg.retriever.query_len, "cpu",
+                   evidence="title")
+
+
+def test_pretraining_trains_with_the_configured_attention_kernel(tiny_corpus, tmp_path):
+    store, _ = tiny_corpus
+    cfg = _tiny_cfg(tmp_path, **{"pretrain.steps": 2, "retriever.encoder.attention": "eager",
+                                 "reader.encoder.attention": "eager", "pretrain.bf16": "true"})
+    retriever, encoder = _models(load_config("tiny"), store)  # built with sdpa, as earlier stages save them
+    retriever, encoder = pretrain(cfg, store, tmp_path / "run", retriever, encoder, progress=False)
+    kernels = {m.config._attn_implementation for model in (retriever, encoder) for m in model.modules()
+               if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
+    assert kernels == {"eager"}
+    assert all(np.isfinite(r["loss/mlm"]) for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
