@@ -152,6 +152,8 @@ class PretrainConfig:
     exclude: str = "block"  # never retrieved for a query: its own block (REALM) | document (every block of its article)
     evidence: str = "span"  # a counterfactual row's swap (and "evidence") in: every block holding the span (span) |
     # only blocks that also name the sentence's subject, its article's title (subject)
+    ict_rows: int = 0  # ICT (sentence, own block) pairs per batch: the warm start's objective kept as an anchor
+    ict_weight: float = 1.0  # weight of their in-batch ICT loss, added to the REALM loss
     probe_every: int = 0  # steps between reading-probe / dev-recall measurements (0 = off)
 
 

@@ -90,7 +90,7 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
             queries, titles, bodies, _ = (local_part(x, dist) for x in sampler.sample(rng, cfg.ict.batch_size))
             q_in = {k: v.to(device) for k, v in query_inputs(queries, sp, cfg.retriever.query_len).items()}
             d_in = {k: v.to(device) for k, v in block_inputs(titles, bodies, sp).items()}
-            loss, q, d = replicas.run(_ict_step, retriever, q_in, d_in, cfg.ict.bf16)
+            loss, q, d = replicas.run(ict_step, retriever, q_in, d_in, cfg.ict.bf16)
             grad_norm = optimizer_step(opt, loss, retriever.parameters())
             dt = time.time() - t0
             tokens = int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum())
@@ -109,7 +109,7 @@ def train_ict(cfg: RunConfig, store: BlockStore, run_dir: str | Path, progress: 
     return retriever
 
 
-def _ict_step(retriever: Retriever, q_in: dict, d_in: dict, bf16: bool = False):
+def ict_step(retriever: Retriever, q_in: dict, d_in: dict, bf16: bool = False):
     """(loss, this rank's query embeddings, block embeddings with this rank's rows first) of one ICT step.
 
     In a job the other ranks' blocks follow this rank's as extra negatives (gathered with gradient); the

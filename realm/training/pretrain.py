@@ -34,16 +34,17 @@ from realm.config import RunConfig
 from realm.data.blocks import BlockStore
 from realm.index.sharded import build_sharded_index
 from realm.models.bert import autocast, bert_flops_per_token, use_attention
-from realm.models.inputs import Specials, pair_inputs, query_inputs, store_block_inputs
+from realm.models.inputs import Specials, block_inputs, pair_inputs, query_inputs, store_block_inputs
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.retriever import Retriever, relevance
 from realm.retrieval import IndexFollower, ShardedFollower, follower as make_follower
-from realm.training.losses import evidence_advantage, marginal_mlm_loss, marginal_token_log_probs
+from realm.training.losses import evidence_advantage, ict_accuracy, marginal_mlm_loss, marginal_token_log_probs
 from realm.training.checkpoint import step_generator
 from realm.training.counterfactual import substitute
 from realm.training.mlm_examples import MaskedQuery, MaskedSentencePool, contains_span, masked_targets
 from realm.training.optim import due, make_optimizer, optimizer_step, unique_parameters
 from realm.training.plots import plot_curves
+from realm.training.ict import ICTSampler, ict_step
 from realm.training.reading import ReadingData, rows_step
 from realm.training.parallel import Replicas, global_counts, local_part, mean_metrics, mean_scale, metric_logger
 from realm.training.run import begin_step, resume, save, start_run
@@ -207,7 +208,7 @@ def _wait_for_fresher_index(follower: IndexFollower | ShardedFollower, builder: 
 
 
 def _step_loss(queries: list[MaskedQuery], swaps, rows, retriever: Retriever, encoder: KnowledgeAugEncoder,
-               index, store: BlockStore, sp: Specials, pc, query_len: int, device):
+               index, store: BlockStore, sp: Specials, pc, query_len: int, device, ict=None):
     """This rank's loss of one pretraining step (its REALM queries + its reading rows) as its share of the
     global batch's loss: each mean over masked tokens is scaled by ``world * local tokens / global tokens``
     (:func:`realm.training.parallel.mean_scale`; 1 in one process). Returns (loss, stats, tokens, reading stats)."""
@@ -224,6 +225,12 @@ def _step_loss(queries: list[MaskedQuery], swaps, rows, retriever: Retriever, en
         loss = loss + pc.reading_rows / pc.batch_size * mean_scale(n_rows, all_rows) * read_loss
         tokens += read_tokens
         read_stats = {f"reading/{k}": v for k, v in read_stats.items()} | {"reading/loss": read_loss.item()}
+    if ict is not None:  # the retriever's warm-start objective on (sentence, own block) pairs, as an anchor
+        q_in, d_in = ({k: v.to(device) for k, v in x.items()} for x in ict)
+        ict_l, q, d = ict_step(retriever, q_in, d_in, pc.bf16)
+        loss = loss + pc.ict_weight * ict_l
+        tokens += int(q_in["attention_mask"].sum() + d_in["attention_mask"].sum())
+        read_stats = read_stats | {"ict/loss": ict_l.item(), "ict/acc": ict_accuracy(q, d).item()}
     return loss, stats, tokens, read_stats
 
 
@@ -306,6 +313,9 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
         if builder is not None:
             builder.stop()
         raise
+    ict_sampler = ICTSampler(store, cfg.retriever.query_len, cfg.ict.remove_prob) if pc.ict_rows else None
+    if pc.ict_rows:
+        dist.local_batch_size(pc.ict_rows)
     if reading is None and (pc.reading_rows or pc.probe_every or pc.counterfactual):
         reading = ReadingData(store, cfg.retriever.query_len, progress=False, probe_rows=cfg.reading.probe_rows)
 
@@ -359,8 +369,12 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
             queries = local_part(queries, dist)
             rows = local_part(reading.rows(rng, pc.reading_rows, cfg.reading.plain_share, cfg.reading.evidence_share,
                                            cfg.reading.distractor_share), dist) if pc.reading_rows else None
+            ict = None
+            if pc.ict_rows:
+                ict_q, ict_t, ict_b, _ = (local_part(x, dist) for x in ict_sampler.sample(rng, pc.ict_rows))
+                ict = (query_inputs(ict_q, sp, cfg.retriever.query_len), block_inputs(ict_t, ict_b, sp))
             loss, stats, tokens, read_stats = replicas.run(_step_loss, queries, swaps, rows, retriever, encoder, follower,
-                                                           store, sp, pc, cfg.retriever.query_len, device)
+                                                           store, sp, pc, cfg.retriever.query_len, device, ict)
             grad_norm = optimizer_step(opt, loss, unique_parameters(retriever, encoder))
             dt = time.time() - t0
             done = step + 1

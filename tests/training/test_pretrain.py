@@ -398,3 +398,32 @@ def test_pretraining_trains_with_the_configured_attention_kernel(tiny_corpus, tm
                if hasattr(m, "config") and hasattr(m.config, "_attn_implementation")}
     assert kernels == {"eager"}
     assert all(np.isfinite(r["loss/mlm"]) for r in read_metrics(tmp_path / "run" / "metrics.jsonl"))
+
+
+def test_ict_rows_add_exactly_the_ict_loss_of_their_pairs(tiny_corpus, tmp_path):
+    """``pretrain.ict_rows``: the step's loss is the REALM loss plus ``ict_weight`` times the in-batch ICT loss of
+    the (sentence, own block) pairs, computed here by hand from the embeddings (brute-force softmax)."""
+    from realm.models.inputs import block_inputs
+    from realm.training.ict import ICTSampler
+    from realm.training.pretrain import _step_loss
+
+    store, _ = tiny_corpus
+    cfg, retriever, encoder, follower = _setup(store, tmp_path)
+    cfg.pretrain.ict_weight = 0.7
+    pool = MaskedSentencePool(store, "salient", max_tokens=cfg.retriever.query_len - 2, progress=False)
+    sp, queries = Specials.of(store.tokenizer), pool.sample(step_generator(3, 0), 4)
+    q_ids, titles, bodies, blocks = ICTSampler(store, cfg.retriever.query_len, 1.0).sample(np.random.default_rng(0), 6)
+    ict = (query_inputs(q_ids, sp, cfg.retriever.query_len), block_inputs(titles, bodies, sp))
+    retriever.eval()
+    encoder.eval()
+    with torch.no_grad():
+        plain, _, _, _ = _step_loss(queries, None, None, retriever, encoder, follower, store, sp, cfg.pretrain,
+                                    cfg.retriever.query_len, "cpu")
+        both, _, _, stats = _step_loss(queries, None, None, retriever, encoder, follower, store, sp, cfg.pretrain,
+                                       cfg.retriever.query_len, "cpu", ict)
+        q, d = retriever.embed_queries(ict[0]).double(), retriever.embed_blocks(ict[1]).double()
+    logits = q @ d.T
+    want = -np.mean([logits[i, i].item() - np.log(np.exp(logits[i].numpy()).sum()) for i in range(len(q_ids))])
+    assert stats["ict/loss"] == pytest.approx(want, rel=1e-4)
+    assert both.item() == pytest.approx(plain.item() + 0.7 * want, rel=1e-4)
+    assert all(not contains_span(b, s) or len(s) == 0 for s, b in zip(q_ids, bodies))  # remove_prob 1: taken out
