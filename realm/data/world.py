@@ -387,8 +387,10 @@ def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style, r
             lead = sent
         else:
             body.append((h >> 32, sent))
-            other = tpls[(h + 1) % len(tpls)]  # the restatement uses another wording where there is one
-            restated.append((h >> 32, _cap(other.format(O=value, a=_article_a(value), **_subject(ent, "full", other)))))
+            if recap > 0:
+                other = tpls[(h + 1) % len(tpls)]  # the restatement uses another wording where there is one
+                restated.append((h >> 32, _cap(other.format(O=value, a=_article_a(value),
+                                                             **_subject(ent, "full", other)))))
     r = random.Random(_h(seed, eid, "filler"))
     fillers = style.fillers[kind]
     n_fill = min(len(fillers), max(style.min_fillers, 6 + r.randrange(3) - len(body)))
@@ -397,7 +399,7 @@ def _render(seed: int, ent: Entity, by_id: dict, incoming: dict, style: Style, r
         body.append((r.getrandbits(32), fillers[i].format(**_subject(ent, mode, fillers[i]))))
     body.sort()
     # the facts told last in the body (most often in a later block) are restated next to the lead
-    recap_sents = [t for _, t in sorted(restated)[len(restated) - min(recap, len(restated)):]] if recap > 0 else []
+    recap_sents = [t for _, t in sorted(restated)[len(restated) - min(recap, len(restated)):]]
     tail = []
     for rel, sources in incoming.get(eid, {}).items():
         h = _h(seed, eid, "rev", rel)

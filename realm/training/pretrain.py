@@ -71,9 +71,10 @@ def retrieval_queries(queries: list[MaskedQuery], store: BlockStore, sp: Special
         query_len += int(store.manifest["title_len"]) + 1
     if exclude == "block":
         excluded = [[q.block] for q in queries]
-    else:
+    else:  # blocks are stored in document order, so an article's blocks are one contiguous range
         docs = store.block_doc
-        excluded = [np.flatnonzero(docs == docs[q.block]).tolist() for q in queries]
+        excluded = [list(range(int(np.searchsorted(docs, docs[q.block], "left")),
+                               int(np.searchsorted(docs, docs[q.block], "right")))) for q in queries]
     return ids, query_len, excluded
 
 
@@ -124,9 +125,13 @@ def realm_step(queries: list[MaskedQuery], retriever: Retriever, encoder: Knowle
 
     swaps = swaps or [None] * B
     # evidence: a candidate that mentions the span (and, with evidence="subject", the sentence's subject)
-    evidence_rows = [[i >= 0 and contains_span(store.body_ids(int(i)), q.targets)
-                      and (evidence == "span" or contains_span(store.body_ids(int(i)), store.title_ids(q.block)))
-                      for i in ids[b]] + [False] for b, q in enumerate(queries)]
+    def is_evidence(i: int, q: MaskedQuery) -> bool:
+        if i < 0:
+            return False
+        body = store.body_ids(i)
+        return contains_span(body, q.targets) and (evidence == "span" or contains_span(body, store.title_ids(q.block)))
+
+    evidence_rows = [[is_evidence(int(i), q) for i in ids[b]] + [False] for b, q in enumerate(queries)]
     bodies = []
     for b in range(B):
         row = [store.body_ids(i) if i >= 0 else () for i in ids[b]] + [()]
