@@ -45,8 +45,18 @@ def run_script(name: str, module, extra: list[str], quick: bool) -> Result:
     RESULTS.mkdir(parents=True, exist_ok=True)
     res = Result(name, (module.__doc__ or name).strip().splitlines()[0], quick, extra)
     module.main([*(QUICK_ARGS[name] if quick else []), *extra, "--out", str(out)])
-    res.note(f"tables: [bench/results/{name}.md](results/{name}.md)")
+    res.note(f"tables: [bench/results/{name}.md](results/{name}.md), copied below")
+    res.markdown(_demote_headings(out.read_text()))
     return res
+
+
+def _demote_headings(md: str) -> str:
+    """A script's own markdown inside a RESULTS.md section: its headings go below the section's ``##``."""
+    out = []
+    for line in md.splitlines():
+        level = len(line) - len(line.lstrip("#"))
+        out.append("#" * (3 - level) + line if 0 < level < 3 else line)
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         module = importlib.import_module(BENCHMARKS[name][0])
         print(f"== {name}", flush=True)
+        # a module's run(argv, quick) returns a Result; an older script only has main(argv)
         result = module.run(extra, a.quick) if hasattr(module, "run") else \
             run_script(name, module, extra, a.quick)
         print(f"wrote {result.save()}", flush=True)

@@ -2,7 +2,7 @@
 
     python -m bench train [--quick]   (or: python -m bench.bench_train [--quick] [--out bench/results/train.md])
 
-``run(quick)`` returns the figures as a dict and :func:`markdown` renders them (the measured part of
+``run_all(quick)`` returns the figures as a dict and :func:`markdown` renders them (the measured part of
 ``bench/RESULTS-train.md``).
 
 Stages (each a real training step of the recipe, built from the recipe's own functions):
@@ -468,7 +468,7 @@ def _cmd(v: dict) -> dict:
     return {"attention": "sdpa", **{k: v[k] for k in ("stage", "shape", "bf16", "threads", "attention") if k in v}}
 
 
-def run(quick: bool, overhead_only: bool = False) -> dict:
+def run_all(quick: bool, overhead_only: bool = False) -> dict:
     """Measure; returns {"machine": ..., "stages": [...], "threads": [...], "attention": [...],
     "realm_overhead": {...}} (only "machine" and "realm_overhead" with ``overhead_only``)."""
     t_start = time.time()
@@ -485,8 +485,11 @@ def run(quick: bool, overhead_only: bool = False) -> dict:
                                     for s in ("realm", "realm_plain", "realm_frozen")], workers, 5, 3)
                 return {"machine": _machine(load_before), "seconds": round(time.time() - t_start, 1),
                         "quick": quick, "overhead_only": True, "realm_overhead": _overhead(overhead)}
-            stage_rows = measure([{"env": "passive", "stage": s, "shape": sh, "bf16": b, "threads": 1}
-                                  for s in STAGES for sh in shapes for b in (False, True)], workers, steps, rounds)
+            # fp32, bf16 autocast, and bf16 with eager attention (what the demo preset runs)
+            stage_rows = measure([{"env": "passive", "stage": s, "shape": sh, "bf16": b, "threads": 1, "attention": a}
+                                  for s in STAGES for sh in shapes
+                                  for b, a in ((False, "sdpa"), (True, "sdpa"), (True, "eager"))],
+                                 workers, steps, rounds)
             # thread settings and the OpenMP wait policy, on the demo's shared-encoder stage as the demo runs it
             thread_rows = measure([{"env": e, "stage": "reading", "shape": "demo", "bf16": b, "threads": t}
                                    for e in ENVS for t in (1, 2) for b in (True, False)], workers, steps, rounds)
@@ -500,12 +503,16 @@ def run(quick: bool, overhead_only: bool = False) -> dict:
             # REALM overhead: a REALM step vs plain reading steps over the same number of (sentence, block) rows
             overhead = measure([{"env": "passive", "stage": s, "shape": "demo", "bf16": False, "threads": 1}
                                 for s in ("realm", "realm_plain", "realm_frozen")], workers, steps, rounds)
+            overhead_bf16 = measure([{"env": "passive", "stage": s, "shape": "demo", "bf16": True, "threads": 1,
+                                      "attention": "eager"} for s in ("realm", "realm_plain", "realm_frozen")],
+                                    workers, steps, rounds)
         finally:
             for w in workers.values():
                 w.close()
     return {"machine": _machine(load_before), "seconds": round(time.time() - t_start, 1), "quick": quick,
             "stages": stage_rows, "threads": thread_rows,
-            "attention": attention_rows, "realm_overhead": _overhead(overhead)}
+            "attention": attention_rows, "realm_overhead": _overhead(overhead),
+            "realm_overhead_bf16_eager": _overhead(overhead_bf16)}
 
 
 def _overhead(rows: list[dict]) -> dict:
@@ -546,7 +553,7 @@ def markdown(res: dict) -> str:
         lines = lines[:1]
     for r in res.get("stages", []):
         sh = r["share"]
-        lines.append(f"| {r['stage']} | {r['shape']} | {'bf16' if r['bf16'] else 'fp32'} | {r['step_s']:.3f} | "
+        lines.append(f"| {r['stage']} | {r['shape']} | {_precision(r)} | {r['step_s']:.3f} | "
                      f"{r['tokens_per_step']:.0f} | {r['tokens_per_s']:,.0f} | {r['tflops']:.4f} | "
                      + " | ".join(pct(sh[p]) for p in (*PHASES, "other")) + " |")
     if res.get("overhead_only"):
@@ -568,11 +575,18 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['stage']} | {r['shape']} | {'bf16' if r['bf16'] else 'fp32'} | "
                      f"{r.get('attention', '-') if r['stage'] != 'matmul' else '-'} | {r['step_s']:.4f} | "
                      f"{r['tokens_per_s']:,.0f} | {r['tflops']:.4f} | {base['step_s'] / r['step_s']:.2f}x |")
-    return "\n".join(lines + _overhead_lines(res["realm_overhead"])) + "\n"
+    lines += _overhead_lines(res["realm_overhead"])
+    if "realm_overhead_bf16_eager" in res:
+        lines += _overhead_lines(res["realm_overhead_bf16_eager"], "bf16 autocast, eager attention: as `realm demo` runs")
+    return "\n".join(lines) + "\n"
 
 
-def _overhead_lines(o: dict) -> list[str]:
-    return ["", "### Overhead of retrieval (demo preset, fp32)", "",
+def _precision(r: dict) -> str:
+    return "fp32" if not r["bf16"] else "bf16, eager" if r.get("attention") == "eager" else "bf16"
+
+
+def _overhead_lines(o: dict, how: str = "fp32") -> list[str]:
+    return ["", f"### Overhead of retrieval (demo preset, {how})", "",
               f"A REALM step ({o['realm_tokens_per_step']:.0f} tokens over the query, block and reader passes) takes "
               f"{o['realm_step_s']:.3f} s; plain masked LM over the same (sentence, block) reader rows "
               f"({o['plain_tokens_per_step']:.0f} tokens) takes {o['plain_step_s']:.3f} s: ratio **{o['ratio']:.2f}** "
@@ -592,7 +606,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.worker:
         return worker(a.worker)
-    res = run(a.quick, a.overhead_only)
+    res = run_all(a.quick, a.overhead_only)
     if a.overhead_only and a.out == ROOT / "results" / "train.md":
         a.out = ROOT / "results" / "train-overhead.md"
     a.out.parent.mkdir(parents=True, exist_ok=True)

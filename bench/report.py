@@ -99,6 +99,10 @@ class Result:
     def note(self, text: str) -> None:
         self.data["notes"].append(text)
 
+    def markdown(self, text: str) -> None:
+        """Tables a script rendered itself, shown in RESULTS.md after the notes."""
+        self.data["markdown"] = text
+
     def save(self) -> Path:
         self.data["load_end"] = load()
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -144,6 +148,8 @@ def write_markdown(order: list[str]) -> Path:
             lines.append("")
         lines += [f"- {n}" for n in d["notes"]]
         lines.append("")
+        if d.get("markdown"):
+            lines += [d["markdown"].rstrip(), ""]
     out = BENCH / "RESULTS.md"
     out.write_text("\n".join(lines))
     return out

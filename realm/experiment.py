@@ -38,6 +38,7 @@ from realm.data.qa import read_qa
 from realm.evaluation.closed_book import evaluate_closed_book
 from realm.evaluation.qa import evaluate_qa
 from realm.evaluation.retrieval import evaluate_retrieval, format_table
+from realm.evaluation.vocabulary import question_vocabulary
 from realm.index.build import embed_blocks
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.reader import SpanReader
@@ -380,7 +381,8 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
               "questions": {k: len(v) for k, v in qa.items()},
               "stage_seconds": {"corpus": corpus_s, **stages.timings},
               "total_seconds": round(time.time() - t_start, 1), "systems": [r.__dict__ for r in results],
-              "knowledge_update": update}
+              "knowledge_update": update,
+              "question_vocabulary": question_vocabulary(store, {k: [e.question for e in v] for k, v in qa.items()})}
     write_report(report, results, retrieval, out)
     return report
 
@@ -393,8 +395,14 @@ def write_report(report: dict, results: list[SystemResult], retrieval: list[dict
         f"\nKnowledge update (`realm index update-check`): {update['edits']} {update['relation']} facts the model "
         f"answered right were edited in the corpus and re-indexed, without retraining: "
         f"{update['new_value_answered']} answered with the new value, {update['old_value_answered']} with the old.\n")
+    vocab = report.get("question_vocabulary") or {}
+    vocab_md = "" if "dev" not in vocab else (
+        f"\nQuestion vocabulary: {100 * vocab['dev']['unseen_share']:.1f}% of the dev questions' tokens never occur "
+        f"in the corpus, so the encoders never trained them before fine-tuning "
+        f"({100 * vocab['dev'].get('unseen_share_or_train', vocab['dev']['unseen_share']):.1f}% occur in neither "
+        f"the corpus nor the training questions).\n")
     (out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n"
-                                    f"{update_md}")
+                                    f"{vocab_md}{update_md}")
     plot_bars([r.system for r in results],
               {"test EM": [100 * (r.test_em or 0) for r in results], "dev EM": [100 * (r.dev_em or 0) for r in results],
                "zero-shot R@5 (dev)": [None if r.zero_shot_recall5 is None else 100 * r.zero_shot_recall5

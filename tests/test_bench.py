@@ -103,3 +103,31 @@ def test_refresh_step_classification_against_brute_force():
             {"step": 6, "time": 108.5}]                       # no timing: skipped
     during, outside = split_steps(rows, builds)
     assert during == [1.0, 1.0] and outside == [1.0, 1.0]
+
+
+def test_every_benchmark_module_has_the_entry_point_the_command_calls():
+    """``python -m bench NAME`` calls ``run(argv, quick)`` (returns a Result) or else the script's ``main(argv)``."""
+    import importlib
+    import inspect
+
+    from bench.__main__ import BENCHMARKS
+
+    for name, (module_name, _, _) in BENCHMARKS.items():
+        module = importlib.import_module(module_name)
+        if hasattr(module, "run"):
+            assert list(inspect.signature(module.run).parameters)[:2] == ["argv", "quick"], name
+        else:
+            assert callable(module.main), name
+
+
+def test_a_scripts_own_tables_are_copied_into_results_md(tmp_path, monkeypatch):
+    from bench.__main__ import _demote_headings
+
+    monkeypatch.setattr(report, "RESULTS", tmp_path / "results")
+    monkeypatch.setattr(report, "BENCH", tmp_path)
+    res = report.Result("script", "A script", False, [])
+    res.markdown(_demote_headings("# Title\n\n## Part\n\n| a |\n|---|\n| 1 |\n### Deep"))
+    res.save()
+    md = report.write_markdown(["script"]).read_text()
+    assert "### Title" in md and "### Part" in md and "### Deep" in md and "| 1 |" in md
+    assert "\n# Title" not in md and "\n## Part" not in md

@@ -102,6 +102,11 @@ def test_the_files_agree_with_each_other(run):
     assert update["new_value_answered"] + update["old_value_answered"] <= update["edits"]
     assert answerers_version(out / "model") == 1
     assert f"{update['new_value_answered']} answered with the new value" in table
+    # the questions' vocabulary against the corpus' (brute force in tests/evaluation/test_vocabulary.py)
+    vocab = report["question_vocabulary"]
+    assert set(vocab) == {"train", "dev", "test"} and "unseen_share_or_train" in vocab["dev"]
+    assert 0 <= vocab["dev"]["unseen_share_or_train"] <= vocab["dev"]["unseen_share"] <= 1
+    assert f"{100 * vocab['dev']['unseen_share']:.1f}% of the dev questions' tokens" in table
 
 
 def answerers_version(run_dir):
