@@ -120,6 +120,9 @@ class ReadingConfig:
     plain_share: float = 0.25  # rows that read the null block and predict the real span
     distractor_share: float = 0.0  # rows that read another document's block without the span; real target
     evidence_share: float = 0.7  # of counterfactual rows, once the curriculum starts: another document's block
+    # rows that are training questions (their text only, never an answer), 15% of tokens masked, null block:
+    # the encoder learns the questions' words, which a corpus of statements may never use (realm experiment)
+    question_share: float = 0.0
     curriculum_start: float = 0.6  # share of the steps (own block only) before evidence rows start
     probe_every: int = 250  # steps between reading-probe measurements (0 = only at the end)
     probe_rows: int = 200
@@ -439,6 +442,7 @@ RULES: dict[str, tuple] = {
     "pretrain.counterfactual": _num(0, 1), "pretrain.probe_every": _int(0),
     "reading.steps": _int(0), "reading.batch_size": _int(1), "reading.lr": _num(0, 1, lo_open=True),
     "reading.warmup": _int(0), "reading.plain_share": _num(0, 1), "reading.distractor_share": _num(0, 1),
+    "reading.question_share": _num(0, 1),
     "reading.evidence_share": _num(0, 1), "reading.curriculum_start": _num(0, 1), "reading.probe_every": _int(0),
     "reading.probe_rows": _int(1), "reading.checkpoint_every": _int(0),
     **{f"reader.encoder.{k}": r for k, r in _ENCODER.items()},

@@ -25,7 +25,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,8 +133,10 @@ def fresh(model: torch.nn.Module) -> torch.nn.Module:
 class Stages:
     """The pretraining stages. Each runs once, or resumes or reuses ``OUT/stages/NAME``. Each returns its model."""
 
-    def __init__(self, cfg: RunConfig, store: BlockStore, folder: Path, dev, progress: bool):
+    def __init__(self, cfg: RunConfig, store: BlockStore, folder: Path, dev, progress: bool,
+                 train_questions: Sequence[str] = ()):
         self.cfg, self.store, self.folder, self.dev, self.progress = cfg, store, folder, dev, progress
+        self.train_questions = list(train_questions)  # their text only: ``reading.question_share``
         self.timings: dict[str, float] = {}
         self._models: dict[str, object] = {}
         self._reading_data: ReadingData | None = None
@@ -164,7 +166,8 @@ class Stages:
     def reading_data(self) -> ReadingData:
         if self._reading_data is None:
             self._reading_data = ReadingData(self.store, self.cfg.retriever.query_len, progress=False,
-                                             probe_rows=self.cfg.reading.probe_rows)
+                                             probe_rows=self.cfg.reading.probe_rows,
+                                             questions=self.train_questions if self.cfg.reading.question_share else ())
         return self._reading_data
 
     def probe(self, encoder: KnowledgeAugEncoder) -> dict:
@@ -334,7 +337,7 @@ def run_experiment(cfg: RunConfig, corpus, train, dev, test, out, progress: bool
     store = BlockStore(out / "corpus") if (out / "corpus" / "manifest.json").exists() else \
         build_corpus(Path(corpus), out / "corpus", cfg.corpus, progress=progress)[0]
     corpus_s = round(time.time() - t0, 1)
-    stages = Stages(cfg, store, out / "stages", qa["dev"], progress)
+    stages = Stages(cfg, store, out / "stages", qa["dev"], progress, [e.question for e in qa["train"]])
     run = Systems(cfg, store, stages, qa, out / "stages", progress)
 
     # ---- systems, then ablations

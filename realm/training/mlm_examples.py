@@ -105,6 +105,30 @@ class MaskedSentencePool:
         return out
 
 
+class TextPool:
+    """Masked-LM rows from free texts that are not blocks (e.g. training questions, never their answers):
+    BERT's uniform masking (15% of tokens, at least one) and ``block = -1``. ``sample`` as the sentence pool's."""
+
+    def __init__(self, tokenizer, texts, max_tokens: int = 30, rate: float = 0.15):
+        self.mask_id, self.special_ids = tokenizer.mask_id, tuple(tokenizer.special_ids)
+        self.max_tokens, self.rate = max_tokens, rate
+        self.ids = [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode_batch(list(texts)) if e.ids]
+        if not self.ids:
+            raise ValueError("no text with a token to mask")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def sample(self, rng: np.random.Generator, batch_size: int) -> list[MaskedQuery]:
+        out: list[MaskedQuery] = []
+        while len(out) < batch_size:
+            ex = random_token_mask(self.ids[int(rng.integers(len(self.ids)))], self.mask_id, rng, self.rate,
+                                   special_ids=self.special_ids)
+            if ex is not None:
+                out.append(crop(ex, self.max_tokens, -1))
+        return out
+
+
 def contains_span(body, span) -> bool:
     """Does ``span`` (the masked tokens, in order) occur contiguously in ``body``?"""
     body, span = np.asarray(body), np.asarray(span)

@@ -373,7 +373,8 @@ def pretrain(cfg: RunConfig, store: BlockStore, run_dir: str | Path, retriever: 
                                     else None for q in queries], dist)
             queries = local_part(queries, dist)
             rows = local_part(reading.rows(rng, pc.reading_rows, cfg.reading.plain_share, cfg.reading.evidence_share,
-                                           cfg.reading.distractor_share), dist) if pc.reading_rows else None
+                                           cfg.reading.distractor_share, cfg.reading.question_share),
+                              dist) if pc.reading_rows else None
             ict = None
             if pc.ict_rows:
                 ict_q, ict_t, ict_b, _ = (local_part(x, dist) for x in ict_sampler.sample(rng, pc.ict_rows))

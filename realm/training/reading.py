@@ -20,8 +20,10 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from realm.config import RunConfig
@@ -29,9 +31,9 @@ from realm.data.blocks import BlockStore
 from realm.models.bert import bert_flops_per_token
 from realm.models.inputs import pair_inputs
 from realm.models.mlm import KnowledgeAugEncoder
-from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, SpanBank, draw_kinds, make_rows
+from realm.training.counterfactual import ROW_KINDS, EvidenceFinder, Row, SpanBank, draw_kinds, make_rows
 from realm.training.encoder_mlm import masked_lm_loss
-from realm.training.mlm_examples import MaskedSentencePool, masked_targets
+from realm.training.mlm_examples import MaskedSentencePool, TextPool, masked_targets
 from realm.training.optim import due, optimizer_step
 from realm.training.plots import plot_curves
 from realm.training.reading_probe import ReadingProbe
@@ -44,8 +46,11 @@ log = logging.getLogger(__name__)
 class ReadingData:
     """What the reading rows are made from: the salient sentence pool, the span bank, the evidence finder."""
 
-    def __init__(self, store: BlockStore, query_len: int, progress: bool = False, probe_rows: int = 200):
+    def __init__(self, store: BlockStore, query_len: int, progress: bool = False, probe_rows: int = 200,
+                 questions: Sequence[str] = ()):
         self.store = store
+        # training questions' text, for ``reading.question_share`` (None: none were given)
+        self.questions = TextPool(store.tokenizer, questions, max_tokens=query_len - 2) if questions else None
         self.pool = MaskedSentencePool(store, "salient", max_tokens=query_len - 2, progress=progress)
         self.bank = SpanBank.from_pool(self.pool)
         self.finder = EvidenceFinder.from_store(store)
@@ -53,10 +58,23 @@ class ReadingData:
         self.probe = ReadingProbe(store, self.pool, rows=probe_rows, bank=self.bank, finder=self.finder,
                                   query_len=query_len)
 
-    def rows(self, rng, n: int, plain_share: float, evidence_share: float, distractor_share: float = 0.0):
-        queries = self.pool.sample(rng, n)
-        kinds = draw_kinds(n, plain_share, evidence_share, rng, distractor_share)
-        return make_rows(queries, kinds, lambda i: self.finder.bodies[i], self.finder, self.bank, rng)
+    def rows(self, rng, n: int, plain_share: float, evidence_share: float, distractor_share: float = 0.0,
+             question_share: float = 0.0):
+        """``n`` reading rows; ``question_share * n`` of them, rounded up or down at random so that a few rows
+        per batch still get their share on average, are masked questions that read the null block (kind
+        ``plain``) and come last; the rest come from the corpus' sentences."""
+        m = int(question_share * n)
+        if question_share * n - m > 0:  # no draw when the share is a whole number of rows
+            m += int(rng.random() < question_share * n - m)
+        if m and self.questions is None:
+            raise ValueError("reading.question_share > 0 needs the training questions' text (realm experiment "
+                             "passes them)")
+        queries = self.pool.sample(rng, n - m)
+        kinds = draw_kinds(n - m, plain_share, evidence_share, rng, distractor_share)
+        rows = make_rows(queries, kinds, lambda i: self.finder.bodies[i], self.finder, self.bank, rng)
+        empty = np.zeros(0, dtype=np.int64)
+        return rows + [Row(q, empty, np.asarray(q.targets, dtype=np.int64), "plain")
+                       for q in (self.questions.sample(rng, m) if m else [])]
 
 
 def rows_batch(rows, sp, query_len: int):
@@ -109,7 +127,8 @@ def reading_warmup(cfg: RunConfig, store: BlockStore, run_dir: str | Path, encod
             t0 = time.time()
             lr, rng = begin_step(opt, step, cfg.seed, rc.lr, rc.warmup, rc.steps)
             rows = local_part(data.rows(rng, rc.batch_size, rc.plain_share,
-                                        rc.evidence_share if step >= curriculum else 0.0, rc.distractor_share), dist)
+                                        rc.evidence_share if step >= curriculum else 0.0, rc.distractor_share,
+                                        rc.question_share), dist)
             loss, stats, tokens = replicas.run(rows_step, encoder, rows, sp, query_len, device, rc.bf16)
             loss = global_token_mean(loss, sum(len(r.query.positions) for r in rows))
             grad_norm = optimizer_step(opt, loss, encoder.parameters())

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from realm.config import load_config
+from realm.models.inputs import Specials
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.training.counterfactual import occurrences
 from realm.training.logger import read_metrics
@@ -130,3 +131,57 @@ def test_rows_step_with_a_batch_built_ahead_is_the_same_step(tiny_corpus, data):
     loss_a, stats_a, tok_a = rows_step(enc, rows, sp, q_len, "cpu", False)
     loss_b, stats_b, tok_b = rows_step(enc, rows, sp, q_len, "cpu", False, batch=rows_batch(rows, sp, q_len))
     assert torch.equal(loss_a, loss_b) and stats_a == stats_b and tok_a == tok_b
+
+
+QUESTIONS = ["Where was Elsa Mirrow born?", "Which studio financed The Copper Cartographer?",
+             "Whom did Tomas Vell marry?"]
+
+
+def test_question_rows_mask_a_questions_tokens_and_read_the_null_block(tiny_corpus):
+    store, _ = tiny_corpus
+    q_len = load_config("tiny").retriever.query_len
+    data = ReadingData(store, q_len, probe_rows=8, questions=QUESTIONS)
+    tok = store.tokenizer
+    encoded = {tuple(tok.encode(q)) for q in QUESTIONS}
+    rng = np.random.default_rng(0)
+    batches = [data.rows(rng, 16, 0.25, 0.7, question_share=0.2) for _ in range(100)]
+    assert all(len(rows) == 16 for rows in batches)
+    counts = [sum(r.query.block == -1 for r in rows) for rows in batches]
+    assert set(counts) == {3, 4} and 3.1 < np.mean(counts) < 3.3  # 0.2 * 16 = 3.2 rows, rounded at random
+    assert all(sum(r.query.block == -1 for r in data.rows(rng, 16, 0.25, 0.7, question_share=0.25)) == 4
+               for _ in range(5))  # a whole number of rows: exactly that
+    rows = next(b for b, c in zip(batches, counts) if c >= 2)
+    m = sum(r.query.block == -1 for r in rows)
+    questions = rows[16 - m:]  # question rows come last
+    for r in questions:
+        q = r.query
+        assert r.kind == "plain" and len(r.body) == 0 and q.block == -1
+        assert (q.input_ids[q.positions] == tok.mask_id).all() and len(q.positions) >= 1
+        restored = q.input_ids.copy()
+        restored[q.positions] = r.targets
+        assert tuple(restored) in encoded  # the question, with BERT's masking undone
+    assert all(r.query.block >= 0 for r in rows[:16 - m])
+    # without questions given, asking for them is an error, not a silent corpus-only batch
+    with pytest.raises(ValueError, match="question_share"):
+        ReadingData(store, q_len, probe_rows=8).rows(rng, 16, 0.25, 0.7, question_share=0.25)
+
+
+def test_reading_warmup_with_question_rows_learns_the_questions_language(tiny_corpus, tmp_path):
+    """Masked questions are predicted better after a warm start with question rows than after one without."""
+    from realm.training.reading import rows_step
+
+    store, _ = tiny_corpus
+    cfg = _cfg()
+    data = ReadingData(store, cfg.retriever.query_len, probe_rows=8, questions=QUESTIONS)
+    held = data.rows(np.random.default_rng(123), 24, 0.0, 0.0, question_share=1.0)  # fixed masked questions
+    sp = Specials.of(store.tokenizer)
+    loss = {}
+    for share in (0.0, 0.5):
+        torch.manual_seed(0)
+        start = KnowledgeAugEncoder.build(cfg.reader.encoder, store.tokenizer.vocab_size, store.tokenizer.pad_id)
+        run = _cfg(**{"reading.question_share": share, "reading.probe_every": 0, "reading.steps": 30,
+                      "reading.lr": 2e-3, "reading.warmup": 0, "reading.checkpoint_every": 0})
+        enc = reading_warmup(run, store, tmp_path / f"q{share}", encoder=start, progress=False, data=data).eval()
+        with torch.no_grad():
+            loss[share] = rows_step(enc, held, sp, cfg.retriever.query_len, "cpu", False)[0].item()
+    assert loss[0.5] < loss[0.0] - 0.5
