@@ -40,6 +40,7 @@ from realm.evaluation.qa import evaluate_qa
 from realm.evaluation.retrieval import evaluate_retrieval, format_table
 from realm.evaluation.vocabulary import question_vocabulary
 from realm.index.build import embed_blocks
+from realm.models.bert import use_attention
 from realm.models.mlm import KnowledgeAugEncoder
 from realm.models.reader import SpanReader
 from realm.models.retriever import Retriever
@@ -142,16 +143,24 @@ class Stages:
         self._reading_data: ReadingData | None = None
 
     def _once(self, name: str, marker: str, load: Callable, train: Callable):
-        """The stage's model: trained by ``train(folder)``, or ``load(folder)`` when ``folder/marker`` exists."""
+        """The stage's model: trained by ``train(folder)``, or ``load(folder)`` when ``folder/marker`` exists.
+
+        Either way its encoders run the configured attention kernel: a model read back from disk comes with
+        torch's default, and in bf16 the kernels round differently, so a resumed run would embed and score
+        otherwise than the run that trained it."""
         if name not in self._models:
             folder = self.folder / name
             if (folder / marker).exists():
-                self._models[name] = load(folder)
+                model = load(folder)
             else:
                 t0 = time.time()
-                self._models[name] = train(folder)
+                model = train(folder)
                 self.timings[name] = round(time.time() - t0, 1)
                 log.info("stage %s: %.1f s", name, self.timings[name])
+            for m in model if isinstance(model, tuple) else (model,):
+                enc = self.cfg.retriever.encoder if isinstance(m, Retriever) else self.cfg.reader.encoder
+                use_attention(m, enc.attention)
+            self._models[name] = model
         return self._models[name]
 
     def has(self, name: str, marker: str) -> bool:

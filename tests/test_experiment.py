@@ -129,3 +129,28 @@ def test_a_system_scores_the_same_alone(run, tmp_path):
     solo = json.loads((alone / "results.json").read_text())["systems"]
     full = {s["system"]: s for s in report["systems"]}["ict_reader"]
     assert [(s["system"], s["dev_em"], s["test_em"]) for s in solo] == [("ict_reader", full["dev_em"], full["test_em"])]
+
+
+def test_a_stage_read_back_from_disk_runs_the_configured_attention_kernel(tiny_corpus, tmp_path):
+    """A resumed experiment loads finished stages; they must embed and score with the same kernel as the run
+    that trained them (in bf16, sdpa and eager round differently)."""
+    from transformers import BertConfig
+
+    from realm.config import load_config
+    from realm.experiment import Stages
+    from realm.models.mlm import KnowledgeAugEncoder
+    from realm.models.retriever import Retriever
+
+    store, _ = tiny_corpus
+    tok = store.tokenizer
+    cfg = load_config("tiny", ["retriever.encoder.attention=eager", "reader.encoder.attention=eager"])
+    Retriever.build(cfg.retriever, tok.vocab_size, tok.pad_id).save(tmp_path / "ict" / "retriever")
+    KnowledgeAugEncoder.build(cfg.reader.encoder, tok.vocab_size, tok.pad_id).save(tmp_path / "mlm_warm" / "encoder")
+    stages = Stages(cfg, store, tmp_path, [], progress=False)
+    for model in (stages.ict(), stages.shared_encoder()):
+        kernels = {m.config._attn_implementation for m in model.modules()
+                   if isinstance(getattr(m, "config", None), BertConfig)}
+        assert kernels == {"eager"}
+    fresh_load = Retriever.load(tmp_path / "ict" / "retriever")  # what the stage would have been without it
+    assert {m.config._attn_implementation for m in fresh_load.modules()
+            if isinstance(getattr(m, "config", None), BertConfig)} == {"sdpa"}
