@@ -577,7 +577,8 @@ def markdown(res: dict) -> str:
                      f"{r['tokens_per_s']:,.0f} | {r['tflops']:.4f} | {base['step_s'] / r['step_s']:.2f}x |")
     lines += _overhead_lines(res["realm_overhead"])
     if "realm_overhead_bf16_eager" in res:
-        lines += _overhead_lines(res["realm_overhead_bf16_eager"], "bf16 autocast, eager attention: as `realm demo` runs")
+        lines += _overhead_lines(res["realm_overhead_bf16_eager"],
+                                 "bf16 autocast, eager attention: as `realm demo` runs")
     return "\n".join(lines) + "\n"
 
 

@@ -410,7 +410,7 @@ def write_report(report: dict, results: list[SystemResult], retrieval: list[dict
     vocab = report.get("question_vocabulary") or {}
     vocab_md = "" if "dev" not in vocab else (
         f"\nQuestion vocabulary: {100 * vocab['dev']['unseen_share']:.1f}% of the dev questions' tokens never occur "
-        f"in the corpus, so the encoders never trained them before fine-tuning "
+        f"in the corpus, so retrievers trained on the corpus meet them first in fine-tuning "
         f"({100 * vocab['dev'].get('unseen_share_or_train', vocab['dev']['unseen_share']):.1f}% occur in neither "
         f"the corpus nor the training questions).\n")
     (out / "results.md").write_text(f"{table}\n\nZero-shot retrieval on the dev questions:\n\n{retrieval_md}\n"
